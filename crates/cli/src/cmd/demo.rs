@@ -1,0 +1,8 @@
+//! `shoal demo` (being built).
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`shoal demo` is not built yet")
+}

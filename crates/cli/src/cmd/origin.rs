@@ -1,0 +1,8 @@
+//! `shoal origin` (being built).
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`shoal origin` is not built yet")
+}

@@ -1,0 +1,13 @@
+//! Shared vocabulary of Shoal: everything that crosses a process boundary.
+//!
+//! - [`manifest`]: the origin-signed segment entries (size, SHA-256, per-chunk hashes, Ed25519
+//!   signature) that let every client verify every byte it receives from a peer.
+//! - [`ids`]: identifiers that must be computed identically by every client (segment ids).
+//!
+//! This crate does no I/O and builds for `wasm32-unknown-unknown`.
+
+pub mod ids;
+pub mod manifest;
+
+pub use ids::SegmentId;
+pub use manifest::{ManifestError, SegmentEntry, SignedManifest, SigningKey, VerifyingKey};
