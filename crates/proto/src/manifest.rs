@@ -144,6 +144,14 @@ impl SegmentEntry {
         (start, end)
     }
 
+    /// Length in bytes of chunk `idx`, if it exists.
+    pub fn chunk_len(&self, idx: usize) -> Option<usize> {
+        (idx < self.chunk_hashes.len()).then(|| {
+            let (s, e) = self.chunk_range(idx);
+            (e - s) as usize
+        })
+    }
+
     /// Does `data` match chunk `idx`? Checks length and hash.
     pub fn verify_chunk(&self, idx: usize, data: &[u8]) -> bool {
         let Some(expected) = self.chunk_hashes.get(idx) else { return false };

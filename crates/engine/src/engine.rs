@@ -1,0 +1,1816 @@
+//! The scheduling state machine.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use shoal_proto::manifest::{SignedManifest, MAX_MANIFEST_BYTES, MAX_WIRE_CHUNKS};
+use shoal_proto::wire::{
+    caps, negotiate, ByeReason, HaveState, Hello, Message, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
+use shoal_proto::{SegmentEntry, VerifyingKey};
+
+use crate::config::Config;
+use crate::crypto::{Crypto, RealCrypto};
+use crate::estimate::CdnEstimate;
+use crate::hrw;
+use crate::io::*;
+use crate::peer::{Peer, Upload};
+use crate::segment::{CdnReason, HttpJob, PeerDownload, Role, SegKey, Segment};
+use crate::stats::Stats;
+
+/// Peers beyond this many are refused whatever the tracker says.
+const MAX_CONNECTED: usize = 48;
+/// A peer that has not said hello by then is dropped.
+const HELLO_TIMEOUT_MS: Millis = 10_000;
+/// Minimum spacing of `NeedPeers` outputs.
+const NEED_PEERS_EVERY_MS: Millis = 5_000;
+/// HTTP attempts per segment before the player is told it failed.
+const HTTP_ATTEMPTS: u32 = 3;
+/// Minimum spacing of manifest fetches per rendition when nothing asks for one urgently.
+const MANIFEST_MIN_INTERVAL_MS: Millis = 500;
+
+struct Rendition {
+    name: String,
+    playlist_url: String,
+    manifest_url: String,
+    bandwidth_bps: u32,
+    newest: Option<u64>,
+    manifest_http: Option<HttpId>,
+    manifest_buf: BytesMut,
+    manifest_last: Option<Millis>,
+    /// A manifest fetch is wanted (some segment lacks its entry).
+    manifest_wanted: bool,
+}
+
+enum HttpTarget {
+    Segment(SegKey),
+    Manifest(u16),
+}
+
+struct PlayerView {
+    state: PlayerState,
+    rend: u16,
+    at: Millis,
+}
+
+/// Who this client is.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub peer_id: String,
+    pub stream: String,
+}
+
+/// The sans-IO scheduling engine. See the crate documentation for the calling contract.
+pub struct Engine {
+    cfg: Config,
+    me: Identity,
+    origin_key: Option<VerifyingKey>,
+    crypto: Arc<dyn Crypto>,
+    now: Millis,
+    started_at: Millis,
+    rends: Vec<Rendition>,
+    segments: BTreeMap<SegKey, Segment>,
+    peers: HashMap<PeerHandle, Peer>,
+    by_id: HashMap<String, PeerHandle>,
+    banned: HashSet<String>,
+    http: HashMap<HttpId, HttpTarget>,
+    next_http: HttpId,
+    next_req: u32,
+    out: VecDeque<Output>,
+    player: Option<PlayerView>,
+    /// Rendition the player last asked for; only its new segments are fetched ahead.
+    active_rend: Option<u16>,
+    /// Fetch ahead from this sequence number on (the player's position).
+    want_from: Option<u64>,
+    swarm_size: u32,
+    fetchers_target: f64,
+    cdn: CdnEstimate,
+    stats: Stats,
+    first_request_at: Option<Millis>,
+    uploaded: u64,
+    /// Upload token bucket (bytes) and when it was last refilled.
+    tokens: f64,
+    tokens_at: Millis,
+    last_need_peers: Option<Millis>,
+    wake: Option<Millis>,
+}
+
+impl Engine {
+    /// A new engine. `origin_key` is the public key that signs segment entries; without it
+    /// nothing can be verified, so peer-to-peer is off and every segment comes from the CDN.
+    pub fn new(cfg: Config, me: Identity, origin_key: Option<VerifyingKey>, now: Millis) -> Self {
+        Self::with_crypto(cfg, me, origin_key, Arc::new(RealCrypto), now)
+    }
+
+    pub fn with_crypto(
+        cfg: Config,
+        me: Identity,
+        origin_key: Option<VerifyingKey>,
+        crypto: Arc<dyn Crypto>,
+        now: Millis,
+    ) -> Self {
+        let cdn = CdnEstimate::new(cfg.cdn_ttfb_ms, cfg.cdn_kbps);
+        let fetchers_target = cfg.fetchers_target;
+        Engine {
+            cfg,
+            me,
+            origin_key,
+            crypto,
+            now,
+            started_at: now,
+            rends: Vec::new(),
+            segments: BTreeMap::new(),
+            peers: HashMap::new(),
+            by_id: HashMap::new(),
+            banned: HashSet::new(),
+            http: HashMap::new(),
+            next_http: 1,
+            next_req: 1,
+            out: VecDeque::new(),
+            player: None,
+            active_rend: None,
+            want_from: None,
+            swarm_size: 0,
+            fetchers_target,
+            cdn,
+            stats: Stats::default(),
+            first_request_at: None,
+            uploaded: 0,
+            tokens: 0.0,
+            tokens_at: now,
+            last_need_peers: None,
+            wake: None,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn peer_id(&self) -> &str {
+        &self.me.peer_id
+    }
+
+    /// Ids of the peers with an open, greeted channel.
+    pub fn connected_peer_ids(&self) -> Vec<String> {
+        self.peers.values().filter(|p| p.ready).map(|p| p.id.clone()).collect()
+    }
+
+    /// Next output, if any. Drain it completely after every [`handle`](Self::handle).
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When the engine next needs [`Input::Tick`] (or any input) to act on time.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.wake
+    }
+
+    /// Feed one input at time `now` (monotonic milliseconds; never decreasing).
+    pub fn handle(&mut self, input: Input, now: Millis) {
+        self.now = now.max(self.now);
+        match input {
+            Input::Rendition { name, playlist_url, bandwidth_bps } => {
+                let r = self.rend_index(&name);
+                let manifest_url = sibling_url(&playlist_url, &self.cfg.manifest_name);
+                let rend = &mut self.rends[r as usize];
+                rend.playlist_url = playlist_url;
+                rend.manifest_url = manifest_url;
+                rend.bandwidth_bps = bandwidth_bps;
+            }
+            Input::Playlist { rendition, segments } => self.on_playlist(&rendition, segments),
+            Input::PlayerRequest { rendition, seq } => self.on_player_request(&rendition, seq),
+            Input::PlayerAbort { rendition, seq } => {
+                let r = self.rend_index(&rendition);
+                if let Some(s) = self.segments.get_mut(&(r, seq)) {
+                    s.player_wants = false;
+                }
+            }
+            Input::Player(state) => self.on_player_state(state),
+            Input::SwarmSize(n) => self.swarm_size = n,
+            Input::PeerConnected { peer } => self.on_peer_connected(peer),
+            Input::PeerDisconnected { peer } => self.remove_peer(peer),
+            Input::PeerMessage { peer, msg } => self.on_peer_message(peer, msg),
+            Input::PeerBytes { peer, bytes } => match Message::decode(&bytes) {
+                Ok(msg) => self.on_peer_message(peer, msg),
+                Err(e) => self.misbehaved(peer, ByeReason::ProtocolError, format!("malformed message: {e}")),
+            },
+            Input::PeerBuffered { peer, bytes } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.buffered = bytes;
+                    self.pump_peer(peer);
+                }
+            }
+            Input::Http { id, event } => self.on_http(id, event),
+            Input::Tick => {}
+        }
+        if self.wake.is_none_or(|w| w <= self.now) {
+            self.run_timers();
+        }
+    }
+
+    // ---------------------------------------------------------------- renditions, player
+
+    fn rend_index(&mut self, name: &str) -> u16 {
+        if let Some(i) = self.rends.iter().position(|r| r.name == name) {
+            return i as u16;
+        }
+        self.rends.push(Rendition {
+            name: name.to_owned(),
+            playlist_url: String::new(),
+            manifest_url: String::new(),
+            bandwidth_bps: 0,
+            newest: None,
+            manifest_http: None,
+            manifest_buf: BytesMut::new(),
+            manifest_last: None,
+            manifest_wanted: false,
+        });
+        (self.rends.len() - 1) as u16
+    }
+
+    fn find_rend(&self, name: &str) -> Option<u16> {
+        self.rends.iter().position(|r| r.name == name).map(|i| i as u16)
+    }
+
+    fn on_playlist(&mut self, rendition: &str, segments: Vec<ListedSegment>) {
+        let r = self.rend_index(rendition);
+        for ls in segments {
+            let key = (r, ls.seq);
+            let is_new = self.rends[r as usize].newest.is_none_or(|n| ls.seq > n);
+            let too_old = self.rends[r as usize].newest.is_some_and(|n| ls.seq + self.cfg.cache_segments as u64 <= n);
+            if too_old {
+                continue;
+            }
+            let now = self.now;
+            let seg = self.segments.entry(key).or_insert_with(|| Segment::new(key, now));
+            seg.url = Some(ls.url);
+            seg.duration_ms = ls.duration_ms;
+            if is_new {
+                self.rends[r as usize].newest = Some(ls.seq);
+            }
+            self.step(key);
+        }
+        self.evict(r);
+    }
+
+    fn on_player_request(&mut self, rendition: &str, seq: u64) {
+        let r = self.rend_index(rendition);
+        if self.first_request_at.is_none() {
+            self.first_request_at = Some(self.now);
+        }
+        if self.active_rend != Some(r) {
+            self.active_rend = Some(r);
+        }
+        // The player asks in order; what it asks for now is where fetching ahead starts.
+        if self.want_from.is_none_or(|w| seq > w || self.player.is_none()) {
+            self.want_from = Some(seq);
+        }
+        let key = (r, seq);
+        let now = self.now;
+        let seg = self.segments.entry(key).or_insert_with(|| Segment::new(key, now));
+        seg.player_wants = true;
+        seg.player_asked_at = Some(now);
+        seg.delivered = false;
+        if self.rends[r as usize].newest.is_none_or(|n| seq > n) {
+            self.rends[r as usize].newest = Some(seq);
+        }
+        self.step(key);
+    }
+
+    fn on_player_state(&mut self, state: PlayerState) {
+        let r = self.rend_index(&state.rendition);
+        self.active_rend = Some(r);
+        if let Some(n) = state.next_seq {
+            self.want_from = Some(n);
+        }
+        self.player = Some(PlayerView { state, rend: r, at: self.now });
+        // Deadlines moved: re-examine what is in flight.
+        self.wake = Some(self.now);
+    }
+
+    /// When the player runs dry without this segment, if that can be told.
+    fn deadline(&self, key: SegKey) -> Option<Millis> {
+        let seg = self.segments.get(&key)?;
+        let Some(p) = &self.player else {
+            // No player state yet: a request is urgent (start-up never waits for peers).
+            return seg.player_wants.then_some(seg.player_asked_at.unwrap_or(self.now));
+        };
+        if p.rend != key.0 {
+            return seg.player_wants.then_some(self.now);
+        }
+        if !p.state.playing {
+            return seg.player_wants.then_some(self.now);
+        }
+        let empty_at = p.at + p.state.buffered_ahead_ms as u64;
+        let next = p.state.next_seq?;
+        if key.1 < next {
+            return seg.player_wants.then_some(self.now);
+        }
+        let mut t = empty_at;
+        for s in next..key.1 {
+            let d = self.segments.get(&(key.0, s)).map(|s| s.duration_ms).filter(|&d| d > 0);
+            t += d.unwrap_or(seg.duration_ms.max(1_000)) as u64;
+        }
+        Some(t)
+    }
+
+    /// Is the segment worth fetching now (the player needs it or will, or a peer waits on it)?
+    fn wanted(&self, seg: &Segment) -> bool {
+        if seg.player_wants && !seg.delivered {
+            return true;
+        }
+        if seg.complete {
+            return false;
+        }
+        if !seg.subscribers.is_empty() {
+            return true;
+        }
+        Some(seg.key.0) == self.active_rend && self.want_from.is_some_and(|w| seg.key.1 >= w) && !seg.delivered
+    }
+
+    // ---------------------------------------------------------------- the decision
+
+    fn p2p_on(&self) -> bool {
+        self.cfg.p2p_enabled && self.origin_key.is_some()
+    }
+
+    /// Ready peers on rendition `r` that upload, excluding banned ones.
+    fn eligible(&self, r: u16) -> impl Iterator<Item = &Peer> {
+        self.peers.values().filter(move |p| p.ready && p.uploads_enabled && p.rendition == Some(r))
+    }
+
+    fn my_weight(&self) -> f64 {
+        if self.cfg.consume_only {
+            0.0
+        } else {
+            hrw::weight(self.cfg.upload_kbps)
+        }
+    }
+
+    /// Decide this client's role for a segment the first time something wants it.
+    fn decide_role(&mut self, key: SegKey) {
+        let now = self.now;
+        let rend = self.rends[key.0 as usize].name.clone();
+        let my_score =
+            if self.cfg.consume_only { 0.0 } else { hrw::score(&rend, key.1, &self.me.peer_id, self.my_weight()) };
+        let mut best: Option<(f64, PeerHandle)> = None;
+        let mut m = 1u32;
+        for p in self.eligible(key.0) {
+            m += 1;
+            let s = hrw::score(&rend, key.1, &p.id, hrw::weight(p.upload_kbps));
+            if best.is_none_or(|(b, _)| s > b) {
+                best = Some((s, p.handle));
+            }
+        }
+        let seg_learned = self.segments.get(&key).map_or(now, |s| s.learned_at);
+        let (role, cdn_at, uphill) = match best {
+            Some((s, h)) if s > my_score => (Role::Follower, seg_learned + self.cfg.uphill_wait_ms, Some(h)),
+            _ => {
+                // A local maximum. In a swarm much larger than the neighbourhood there are
+                // about S/m of them; keep about `fetchers_target` fetching at once.
+                let s = (self.swarm_size.max(m)) as f64;
+                let p = (self.fetchers_target * m as f64 / s).min(1.0);
+                if m == 1 || hrw::lottery(&rend, key.1, &self.me.peer_id) < p {
+                    (Role::Primary, now, None)
+                } else {
+                    (Role::Secondary, seg_learned + self.cfg.secondary_wait_ms, None)
+                }
+            }
+        };
+        if let Some(seg) = self.segments.get_mut(&key) {
+            seg.role = role;
+            seg.cdn_at = Some(cdn_at);
+        }
+        if let Some(h) = uphill {
+            self.request_from(key, h, true);
+        }
+    }
+
+    /// Re-examine one segment: deliver it, start or move a download, or set a timer.
+    fn step(&mut self, key: SegKey) {
+        let now = self.now;
+        let Some(seg) = self.segments.get(&key) else { return };
+        if seg.complete || (seg.raw.is_some() && seg.http.is_none()) {
+            if seg.player_wants && !seg.delivered {
+                self.deliver(key);
+            }
+            return;
+        }
+        if !self.wanted(seg) {
+            return;
+        }
+        if let Some(t) = seg.retry_at {
+            if t > now {
+                self.wake_at(t);
+                return;
+            }
+        }
+        if seg.http.is_some() {
+            return; // the CDN is the last resort; it runs to the end
+        }
+        let deadline = self.deadline(key);
+        let fallback_size = self.estimated_size(key);
+        let missing = seg.missing_bytes(fallback_size);
+        let switch_at = deadline.map(|d| d.saturating_sub(self.cdn.time_for(missing) + self.cfg.cdn_margin_ms));
+
+        if !self.p2p_on() || self.ready_count() == 0 {
+            if seg.player_wants || seg.role == Role::Primary {
+                self.start_cdn(key, CdnReason::Startup);
+            } else if let Some(t) = switch_at {
+                if t <= now {
+                    self.start_cdn(key, CdnReason::Deadline);
+                } else {
+                    self.wake_at(t);
+                }
+            }
+            return;
+        }
+        if switch_at.is_some_and(|t| t <= now) {
+            let had_source = seg.dl.as_ref().is_some_and(|d| d.got_any);
+            self.cancel_download(key);
+            let reason = if self.player.as_ref().is_some_and(|p| p.state.playing) {
+                CdnReason::Deadline
+            } else {
+                CdnReason::Startup
+            };
+            if reason == CdnReason::Deadline && !had_source {
+                self.late_signal();
+            }
+            self.start_cdn(key, reason);
+            return;
+        }
+        if seg.role == Role::Undecided {
+            // A source already announced it: follow that instead of ranking.
+            if let Some(src) = self.best_source(key, None) {
+                if let Some(s) = self.segments.get_mut(&key) {
+                    s.role = Role::Follower;
+                    s.cdn_at = Some(s.learned_at + self.cfg.uphill_wait_ms);
+                }
+                self.request_from(key, src, false);
+            } else {
+                self.decide_role(key);
+            }
+            self.step_after_role(key, switch_at);
+            return;
+        }
+        self.step_after_role(key, switch_at);
+    }
+
+    fn step_after_role(&mut self, key: SegKey, switch_at: Option<Millis>) {
+        let now = self.now;
+        let Some(seg) = self.segments.get(&key) else { return };
+        if seg.http.is_some() || seg.complete {
+            return;
+        }
+        if seg.role == Role::Primary && !seg.in_flight() {
+            self.start_cdn(key, CdnReason::Edge);
+            return;
+        }
+        if let Some(dl) = seg.dl.clone() {
+            let src_complete =
+                self.peers.get(&dl.peer).and_then(|p| p.haves.get(&key)).is_some_and(|h| *h == HaveState::Complete);
+            let stalled = if dl.got_any {
+                now.saturating_sub(dl.last_progress) > self.cfg.peer_stall_ms
+            } else if dl.uphill {
+                false
+            } else {
+                src_complete && now.saturating_sub(dl.requested_at) > self.cfg.peer_stall_ms
+            };
+            if stalled {
+                if let Some(s) = self.segments.get_mut(&key) {
+                    s.skip_peers.push((dl.peer, now + 5_000));
+                }
+                if let Some(p) = self.peers.get_mut(&dl.peer) {
+                    p.failures += 1;
+                }
+                self.cancel_download(key);
+                self.step(key);
+                return;
+            }
+            if !dl.got_any {
+                // Waiting on a neighbour that has nothing yet: someone with data is better.
+                if let Some(src) = self.best_source(key, Some(dl.peer)) {
+                    self.cancel_download(key);
+                    self.request_from(key, src, false);
+                    return;
+                }
+                if let Some(t) = seg.cdn_at {
+                    if t <= now {
+                        self.cancel_download(key);
+                        self.start_cdn(key, CdnReason::NoSource);
+                        return;
+                    }
+                    self.wake_at(t);
+                }
+            }
+            let next_check =
+                if dl.got_any { dl.last_progress } else { dl.requested_at } + self.cfg.peer_stall_ms + 1;
+            self.wake_at(next_check);
+            if let Some(t) = switch_at {
+                self.wake_at(t);
+            }
+            return;
+        }
+        // No source at all.
+        if let Some(src) = self.best_source(key, None) {
+            self.request_from(key, src, false);
+            return;
+        }
+        let cdn_at = seg.cdn_at.unwrap_or(now);
+        let t = switch_at.map_or(cdn_at, |s| s.min(cdn_at));
+        if t <= now {
+            self.start_cdn(key, CdnReason::NoSource);
+        } else {
+            self.wake_at(t);
+        }
+    }
+
+    /// Adapt how many clients fetch at once: a segment that reached nobody in time means too
+    /// few did.
+    fn late_signal(&mut self) {
+        self.fetchers_target = (self.fetchers_target + 0.5).min(self.cfg.fetchers_max);
+    }
+
+    fn estimated_size(&self, key: SegKey) -> u64 {
+        let r = &self.rends[key.0 as usize];
+        let dur = self.segments.get(&key).map_or(2_000, |s| if s.duration_ms > 0 { s.duration_ms } else { 2_000 });
+        let bw = if r.bandwidth_bps > 0 { r.bandwidth_bps } else { 3_000_000 };
+        bw as u64 / 8 * dur as u64 / 1_000
+    }
+
+    fn ready_count(&self) -> usize {
+        self.peers.values().filter(|p| p.ready).count()
+    }
+
+    /// The best peer to get the segment from: one that holds it complete, or is receiving it,
+    /// by measured rate, with few of our requests outstanding.
+    fn best_source(&self, key: SegKey, exclude: Option<PeerHandle>) -> Option<PeerHandle> {
+        let seg = self.segments.get(&key)?;
+        let mut best: Option<(f64, PeerHandle)> = None;
+        for p in self.peers.values() {
+            if !p.ready || !p.uploads_enabled || Some(p.handle) == exclude || p.busy_until > self.now {
+                continue;
+            }
+            if seg.skipping(p.handle, self.now) {
+                continue;
+            }
+            let Some(h) = p.haves.get(&key) else { continue };
+            let base = match h {
+                HaveState::Complete => 2.0,
+                HaveState::Arriving { .. } => 1.0,
+            };
+            let load = p.requests.len() as f64;
+            let score = base * p.rate.get().max(1.0) / (1.0 + load) / (1.0 + p.failures as f64);
+            if best.is_none_or(|(b, _)| score > b) {
+                best = Some((score, p.handle));
+            }
+        }
+        best.map(|(_, h)| h)
+    }
+
+    fn request_from(&mut self, key: SegKey, peer: PeerHandle, uphill: bool) {
+        let now = self.now;
+        let Some(seg) = self.segments.get(&key) else { return };
+        if seg.dl.is_some() || seg.complete {
+            return;
+        }
+        let first = seg.prefix as u32;
+        let end = if seg.entry.is_some() { seg.total_chunks() as u32 } else { u32::MAX };
+        if first >= end {
+            return;
+        }
+        let want_entry = seg.entry.is_none();
+        let req_id = self.next_req;
+        self.next_req = self.next_req.wrapping_add(1).max(1);
+        let rendition = self.rends[key.0 as usize].name.clone();
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        p.requests.insert(req_id, key);
+        if let Some(seg) = self.segments.get_mut(&key) {
+            seg.dl = Some(PeerDownload {
+                peer,
+                req_id,
+                requested_at: now,
+                last_progress: now,
+                got_any: false,
+                uphill,
+            });
+        }
+        self.send(peer, Message::Request { req_id, rendition, seq: key.1, first, end, want_entry });
+        self.wake_at(now + self.cfg.peer_stall_ms + 1);
+    }
+
+    fn cancel_download(&mut self, key: SegKey) {
+        let Some(seg) = self.segments.get_mut(&key) else { return };
+        let Some(dl) = seg.dl.take() else { return };
+        if let Some(p) = self.peers.get_mut(&dl.peer) {
+            p.requests.remove(&dl.req_id);
+            self.send(dl.peer, Message::Cancel { req_id: dl.req_id });
+        }
+    }
+
+    fn start_cdn(&mut self, key: SegKey, reason: CdnReason) {
+        let now = self.now;
+        let Some(seg) = self.segments.get(&key) else { return };
+        if seg.http.is_some() || seg.complete {
+            return;
+        }
+        let url = match (&seg.url, &seg.entry) {
+            (Some(u), _) => u.clone(),
+            (None, Some(e)) => sibling_url(&self.rends[key.0 as usize].playlist_url, &e.uri),
+            (None, None) => {
+                // Nothing says where the segment lives yet: the manifest will.
+                self.want_manifest(key.0);
+                if let Some(s) = self.segments.get_mut(&key) {
+                    if s.cdn_at.is_none_or(|t| t > now) {
+                        s.cdn_at = Some(now);
+                    }
+                }
+                return;
+            }
+        };
+        let first_chunk = if seg.entry.is_some() { seg.prefix } else { 0 };
+        let range = if first_chunk > 0 {
+            seg.entry.as_ref().map(|e| (e.chunk_range(first_chunk).0, Some(e.size - 1)))
+        } else {
+            None
+        };
+        if seg.entry.is_none() && self.p2p_on() {
+            self.want_manifest(key.0);
+        }
+        let id = self.next_http;
+        self.next_http += 1;
+        self.http.insert(id, HttpTarget::Segment(key));
+        let r_first = first_chunk;
+        if let Some(seg) = self.segments.get_mut(&key) {
+            seg.http = Some(HttpJob {
+                id,
+                reason,
+                first_chunk: r_first,
+                received: 0,
+                skip: 0,
+                started: now,
+                first_byte_at: None,
+                status_ok: false,
+                buf: BytesMut::new(),
+            });
+            seg.http_attempts += 1;
+            seg.retry_at = None;
+        }
+        match reason {
+            CdnReason::Edge => self.stats.cdn_fetches_edge += 1,
+            CdnReason::Deadline => self.stats.cdn_fallback_deadline += 1,
+            CdnReason::NoSource => self.stats.cdn_fallback_no_source += 1,
+            CdnReason::Startup => self.stats.cdn_fallback_startup += 1,
+        }
+        self.out.push_back(Output::HttpFetch { id, url, range, kind: FetchKind::Segment });
+        // Neighbours waiting for this segment may now follow us.
+        self.announce_arriving(key);
+    }
+
+    fn want_manifest(&mut self, r: u16) {
+        let now = self.now;
+        let rend = &mut self.rends[r as usize];
+        if rend.manifest_url.is_empty() || rend.manifest_http.is_some() {
+            rend.manifest_wanted = rend.manifest_http.is_some();
+            return;
+        }
+        if rend.manifest_last.is_some_and(|t| now < t + MANIFEST_MIN_INTERVAL_MS) {
+            rend.manifest_wanted = true;
+            let next = rend_manifest_next(rend);
+            self.wake_at(next);
+            return;
+        }
+        let id = self.next_http;
+        self.next_http += 1;
+        rend.manifest_http = Some(id);
+        rend.manifest_last = Some(now);
+        rend.manifest_wanted = false;
+        rend.manifest_buf.clear();
+        let url = rend.manifest_url.clone();
+        self.http.insert(id, HttpTarget::Manifest(r));
+        self.out.push_back(Output::HttpFetch { id, url, range: None, kind: FetchKind::Manifest });
+    }
+
+    // ---------------------------------------------------------------- HTTP
+
+    fn on_http(&mut self, id: HttpId, event: HttpEvent) {
+        let Some(target) = self.http.get(&id) else { return };
+        match *target {
+            HttpTarget::Manifest(r) => self.on_manifest_http(id, r, event),
+            HttpTarget::Segment(key) => self.on_segment_http(id, key, event),
+        }
+    }
+
+    fn on_manifest_http(&mut self, id: HttpId, r: u16, event: HttpEvent) {
+        let rend = &mut self.rends[r as usize];
+        match event {
+            HttpEvent::Response { status, .. } => {
+                if !(200..300).contains(&status) {
+                    self.finish_manifest(id, r, None);
+                }
+            }
+            HttpEvent::Data(b) => {
+                self.stats.manifest_bytes += b.len() as u64;
+                if rend.manifest_buf.len() + b.len() > MAX_MANIFEST_BYTES {
+                    self.finish_manifest(id, r, None);
+                } else {
+                    rend.manifest_buf.extend_from_slice(&b);
+                }
+            }
+            HttpEvent::Done => {
+                let body = std::mem::take(&mut rend.manifest_buf).freeze();
+                self.finish_manifest(id, r, Some(body));
+            }
+            HttpEvent::Failed(_) => {
+                self.stats.http_failures += 1;
+                self.finish_manifest(id, r, None);
+            }
+        }
+    }
+
+    fn finish_manifest(&mut self, id: HttpId, r: u16, body: Option<Bytes>) {
+        self.http.remove(&id);
+        let rend = &mut self.rends[r as usize];
+        rend.manifest_http = None;
+        let again = rend.manifest_wanted;
+        let Some(body) = body else {
+            if again {
+                self.wake_at(self.now + MANIFEST_MIN_INTERVAL_MS);
+            }
+            return;
+        };
+        let Ok(m) = SignedManifest::from_json(&body) else {
+            self.stats.verify_failures += 1;
+            return;
+        };
+        if m.stream != self.me.stream || m.rendition != self.rends[r as usize].name {
+            return;
+        }
+        for e in m.segments {
+            self.accept_entry(r, e, None);
+        }
+        self.wake_at(self.now);
+    }
+
+    fn on_segment_http(&mut self, id: HttpId, key: SegKey, event: HttpEvent) {
+        let now = self.now;
+        let Some(seg) = self.segments.get_mut(&key) else {
+            self.http.remove(&id);
+            return;
+        };
+        let Some(job) = seg.http.as_mut().filter(|j| j.id == id) else {
+            self.http.remove(&id);
+            return;
+        };
+        match event {
+            HttpEvent::Response { status, .. } => {
+                job.first_byte_at = Some(now);
+                self.cdn.record_ttfb(now.saturating_sub(job.started));
+                if status == 200 && job.first_chunk > 0 {
+                    // Range ignored: skip to where we wanted to start.
+                    job.skip = seg.entry.as_ref().map_or(0, |e| e.chunk_range(job.first_chunk).0);
+                    job.status_ok = true;
+                } else if (200..300).contains(&status) {
+                    job.status_ok = true;
+                } else {
+                    self.http_failed(key, format!("HTTP {status}"));
+                }
+            }
+            HttpEvent::Data(mut b) => {
+                if !job.status_ok {
+                    return;
+                }
+                if job.first_byte_at.is_none() {
+                    job.first_byte_at = Some(now);
+                }
+                if job.skip > 0 {
+                    let n = (job.skip as usize).min(b.len());
+                    job.skip -= n as u64;
+                    self.stats.wasted_bytes += n as u64;
+                    b = b.slice(n..);
+                    if b.is_empty() {
+                        return;
+                    }
+                }
+                job.received += b.len() as u64;
+                self.stats.http_bytes += b.len() as u64;
+                if seg.first_data_at.is_none() {
+                    seg.first_data_at = Some(now);
+                }
+                if seg.entry.is_some() && !seg.unshareable {
+                    self.http_chunks(key, b);
+                } else {
+                    job.buf.extend_from_slice(&b);
+                }
+            }
+            HttpEvent::Done => {
+                if !job.status_ok {
+                    return;
+                }
+                let elapsed = now.saturating_sub(job.first_byte_at.unwrap_or(job.started));
+                self.cdn.record_transfer(job.received, elapsed);
+                self.http_done(key);
+            }
+            HttpEvent::Failed(reason) => self.http_failed(key, reason),
+        }
+    }
+
+    /// Cut CDN bytes into chunks, verify each against the signed entry, store it and let
+    /// waiting uploads relay it at once.
+    fn http_chunks(&mut self, key: SegKey, data: Bytes) {
+        let mut new_chunks = false;
+        let mismatch;
+        {
+            let Some(seg) = self.segments.get_mut(&key) else { return };
+            let Some(entry) = seg.entry.clone() else { return };
+            let Some(mut job) = seg.http.take() else { return };
+            job.buf.extend_from_slice(&data);
+            mismatch = loop {
+                // Position of the first unconsumed byte: start of the range + what arrived
+                // - what is still buffered.
+                let pos = entry.chunk_range(job.first_chunk).0 + job.received - job.buf.len() as u64;
+                let idx = (pos / entry.chunk_size as u64) as usize;
+                if idx >= entry.chunk_count() {
+                    break false;
+                }
+                let (s, e) = entry.chunk_range(idx);
+                let need = (e - s) as usize;
+                if job.buf.len() < need {
+                    break false;
+                }
+                let chunk = job.buf.split_to(need).freeze();
+                if self.crypto.chunk_digest(&chunk) != entry.chunk_hashes[idx] {
+                    // The CDN has different bytes than the origin signed (stale cache, another
+                    // origin instance): give the player what the CDN has, share none of it.
+                    self.stats.verify_failures += 1;
+                    seg.unshareable = true;
+                    let mut all = BytesMut::new();
+                    for c in seg.chunks.iter().take(idx).flatten() {
+                        all.extend_from_slice(c);
+                    }
+                    all.extend_from_slice(&chunk);
+                    all.extend_from_slice(&job.buf);
+                    job.buf = all;
+                    break true;
+                }
+                if seg.put_chunk(idx, chunk) {
+                    seg.cdn_bytes += need as u64;
+                    new_chunks = true;
+                } else {
+                    self.stats.wasted_bytes += need as u64;
+                }
+            };
+            seg.http = Some(job);
+        }
+        if mismatch {
+            let rendition = self.rends[key.0 as usize].name.clone();
+            self.out.push_back(Output::Event(Event::CdnMismatch { rendition, seq: key.1 }));
+            return;
+        }
+        if new_chunks {
+            self.on_new_chunks(key);
+        }
+    }
+
+    fn http_done(&mut self, key: SegKey) {
+        let Some(seg) = self.segments.get_mut(&key) else { return };
+        let Some(job) = seg.http.take() else { return };
+        self.http.remove(&job.id);
+        if seg.entry.is_some() && !seg.unshareable {
+            if !seg.complete {
+                if job.buf.is_empty() {
+                    // The server sent less than the entry says: try again.
+                    self.stats.http_failures += 1;
+                    seg.retry_at = Some(self.now + 200);
+                    self.step(key);
+                    return;
+                }
+                self.stats.http_failures += 1;
+                seg.retry_at = Some(self.now + 200);
+                self.step(key);
+            }
+            return;
+        }
+        // Body kept whole: the entry was unknown (or did not match).
+        let body = job.buf.freeze();
+        if let Some(entry) = seg.entry.clone().filter(|_| !seg.unshareable) {
+            self.adopt_raw(key, entry, body);
+            return;
+        }
+        seg.raw = Some(body);
+        self.step(key);
+    }
+
+    /// A CDN body arrived whole before its entry; now the entry is here, cut and verify it.
+    fn adopt_raw(&mut self, key: SegKey, entry: Arc<SegmentEntry>, body: Bytes) {
+        let Some(seg) = self.segments.get_mut(&key) else { return };
+        if body.len() as u64 != entry.size {
+            seg.unshareable = true;
+            seg.raw = Some(body);
+            self.stats.verify_failures += 1;
+            self.step(key);
+            return;
+        }
+        let mut ok = true;
+        let mut parts = Vec::with_capacity(entry.chunk_count());
+        for i in 0..entry.chunk_count() {
+            let (s, e) = entry.chunk_range(i);
+            let c = body.slice(s as usize..e as usize);
+            if self.crypto.chunk_digest(&c) != entry.chunk_hashes[i] {
+                ok = false;
+                break;
+            }
+            parts.push(c);
+        }
+        if !ok {
+            seg.unshareable = true;
+            seg.raw = Some(body);
+            self.stats.verify_failures += 1;
+            let rendition = self.rends[key.0 as usize].name.clone();
+            self.out.push_back(Output::Event(Event::CdnMismatch { rendition, seq: key.1 }));
+            self.step(key);
+            return;
+        }
+        for (i, c) in parts.into_iter().enumerate() {
+            let n = c.len() as u64;
+            if seg.put_chunk(i, c) {
+                seg.cdn_bytes += n;
+            }
+        }
+        self.on_new_chunks(key);
+    }
+
+    fn http_failed(&mut self, key: SegKey, reason: String) {
+        self.stats.http_failures += 1;
+        let Some(seg) = self.segments.get_mut(&key) else { return };
+        if let Some(job) = seg.http.take() {
+            self.http.remove(&job.id);
+            self.out.push_back(Output::HttpCancel { id: job.id });
+        }
+        if seg.http_attempts >= HTTP_ATTEMPTS {
+            if seg.player_wants && !seg.delivered {
+                seg.delivered = true;
+                let rendition = self.rends[key.0 as usize].name.clone();
+                self.out.push_back(Output::DeliverFailed { rendition, seq: key.1, reason });
+            }
+            return;
+        }
+        seg.retry_at = Some(self.now + 250 * seg.http_attempts as u64);
+        seg.role = Role::Primary; // retry from the CDN, peers are not faster now
+        let t = self.now + 250 * seg.http_attempts as u64;
+        self.wake_at(t);
+    }
+
+    // ---------------------------------------------------------------- entries and chunks
+
+    /// A signed entry arrived (manifest or peer). Verify once, attach, learn the segment.
+    /// Returns false if it did not verify.
+    fn accept_entry(&mut self, r: u16, entry: SegmentEntry, from: Option<PeerHandle>) -> bool {
+        let key = (r, entry.seq);
+        if self.segments.get(&key).is_some_and(|s| s.entry.is_some()) {
+            return true;
+        }
+        let Some(origin) = self.origin_key else { return false };
+        if entry.stream != self.me.stream || !self.crypto.entry_valid(&entry, &origin) {
+            self.stats.verify_failures += 1;
+            let rendition = self.rends[r as usize].name.clone();
+            self.out.push_back(Output::Event(Event::BadEntry { rendition, seq: entry.seq }));
+            if let Some(p) = from {
+                self.misbehaved(p, ByeReason::BadData, "forged segment entry".into());
+            }
+            return false;
+        }
+        if entry.chunk_count() > MAX_WIRE_CHUNKS {
+            // Too big to announce over a DataChannel: leave it to the CDN.
+            if let Some(seg) = self.segments.get_mut(&key) {
+                seg.unshareable = true;
+            }
+            return true;
+        }
+        let too_old =
+            self.rends[r as usize].newest.is_some_and(|n| entry.seq + self.cfg.cache_segments as u64 <= n);
+        if too_old && !self.segments.contains_key(&key) {
+            return true;
+        }
+        let now = self.now;
+        let is_new = self.rends[r as usize].newest.is_none_or(|n| entry.seq > n);
+        if is_new {
+            self.rends[r as usize].newest = Some(entry.seq);
+        }
+        let seg = self.segments.entry(key).or_insert_with(|| Segment::new(key, now));
+        seg.set_entry(Arc::new(entry));
+        // A whole CDN body waiting for this entry can be verified now.
+        if let Some(raw) = seg.raw.take() {
+            if !seg.unshareable {
+                let entry = seg.entry.clone().expect("just set");
+                self.adopt_raw(key, entry, raw);
+                return true;
+            }
+            seg.raw = Some(raw);
+        }
+        let backlog = seg.http.as_mut().map(|job| std::mem::take(&mut job.buf).freeze());
+        if let Some(b) = backlog.filter(|b| !b.is_empty()) {
+            // The CDN body so far was kept whole; cut it into chunks now (positions are
+            // computed from `received - buf.len()`, so it is simply fed again).
+            self.http_chunks(key, b);
+        }
+        self.step(key);
+        self.pump_subscribers(key);
+        true
+    }
+
+    /// New verified chunks of a segment: relay them, and finish the segment when complete.
+    fn on_new_chunks(&mut self, key: SegKey) {
+        self.announce_arriving(key);
+        self.pump_subscribers(key);
+        let complete = self.segments.get(&key).is_some_and(|s| s.complete);
+        if complete {
+            self.segment_complete(key);
+        }
+    }
+
+    fn segment_complete(&mut self, key: SegKey) {
+        let Some(seg) = self.segments.get_mut(&key) else { return };
+        if let Some(job) = seg.http.take() {
+            self.http.remove(&job.id);
+            self.out.push_back(Output::HttpCancel { id: job.id });
+        }
+        if let Some(dl) = seg.dl.take() {
+            if let Some(p) = self.peers.get_mut(&dl.peer) {
+                p.requests.remove(&dl.req_id);
+                self.out.push_back(Output::Send { peer: dl.peer, msg: Message::Cancel { req_id: dl.req_id } });
+            }
+        }
+        self.stats.segments_verified += 1;
+        if self.cfg.p2p_enabled && !self.cfg.consume_only {
+            let rendition = self.rends[key.0 as usize].name.clone();
+            let targets: Vec<PeerHandle> = self
+                .peers
+                .values()
+                .filter(|p| p.ready && p.rendition == Some(key.0) && p.haves.get(&key) != Some(&HaveState::Complete))
+                .map(|p| p.handle)
+                .collect();
+            for h in targets {
+                self.send(h, Message::Have { rendition: rendition.clone(), seq: key.1, state: HaveState::Complete });
+            }
+        }
+        self.pump_subscribers(key);
+        self.step(key);
+    }
+
+    fn announce_arriving(&mut self, key: SegKey) {
+        if !self.cfg.p2p_enabled || self.cfg.consume_only {
+            return;
+        }
+        let Some(seg) = self.segments.get_mut(&key) else { return };
+        if seg.announced_arriving || seg.complete || seg.unshareable {
+            return;
+        }
+        seg.announced_arriving = true;
+        let chunks = seg.prefix as u32;
+        let rendition = self.rends[key.0 as usize].name.clone();
+        let targets: Vec<PeerHandle> = self
+            .peers
+            .values()
+            .filter(|p| p.ready && p.rendition == Some(key.0) && !p.haves.contains_key(&key))
+            .map(|p| p.handle)
+            .collect();
+        for h in targets {
+            self.send(h, Message::Have { rendition: rendition.clone(), seq: key.1, state: HaveState::Arriving { chunks } });
+        }
+    }
+
+    fn deliver(&mut self, key: SegKey) {
+        let now = self.now;
+        let deadline = self.deadline(key);
+        let Some(seg) = self.segments.get_mut(&key) else { return };
+        if seg.delivered || !seg.player_wants {
+            return;
+        }
+        let (chunks, size, verified) = if seg.complete {
+            let chunks: Vec<Bytes> = seg.chunks.iter().flatten().cloned().collect();
+            (chunks, seg.size().unwrap_or(0), true)
+        } else if let Some(raw) = &seg.raw {
+            (vec![raw.clone()], raw.len() as u64, false)
+        } else {
+            return;
+        };
+        seg.delivered = true;
+        seg.player_wants = false;
+        let source = match (seg.cdn_bytes > 0 || seg.raw.is_some(), seg.peer_bytes > 0) {
+            (true, false) | (false, false) => Source::Cdn,
+            (false, true) => Source::Peers,
+            (true, true) => Source::Mixed,
+        };
+        let asked = seg.player_asked_at.unwrap_or(now);
+        let timing = match source {
+            Source::Cdn => Timing {
+                first_byte_ms: seg.first_data_at.unwrap_or(now).saturating_sub(asked),
+                total_ms: now.saturating_sub(asked).max(1),
+            },
+            // Report what the CDN would have taken, so the player's ABR sees CDN bandwidth.
+            _ => Timing {
+                first_byte_ms: self.cdn.ttfb_ms.get() as u64,
+                total_ms: self.cdn.ttfb_ms.get() as u64 + (size as f64 / self.cdn.rate.get().max(1.0)) as u64,
+            },
+        };
+        self.stats.delivered += 1;
+        match source {
+            Source::Cdn => self.stats.delivered_from_cdn += 1,
+            Source::Peers => self.stats.delivered_from_peers += 1,
+            Source::Mixed => self.stats.delivered_mixed += 1,
+        }
+        if !verified {
+            self.stats.unverified_deliveries += 1;
+        }
+        if deadline.is_some_and(|d| now > d + 100) && self.player.as_ref().is_some_and(|p| p.state.playing) {
+            self.stats.delivered_late += 1;
+        } else if source == Source::Peers {
+            self.fetchers_target = (self.fetchers_target - 0.02).max(self.cfg.fetchers_target.min(1.0));
+        }
+        if self.stats.startup_ms.is_none() {
+            self.stats.startup_ms = Some(now.saturating_sub(self.first_request_at.unwrap_or(now)));
+        }
+        let rendition = self.rends[key.0 as usize].name.clone();
+        self.out.push_back(Output::Deliver(Delivery {
+            rendition,
+            seq: key.1,
+            chunks,
+            size,
+            source,
+            verified,
+            timing,
+        }));
+    }
+
+    // ---------------------------------------------------------------- peers
+
+    fn send(&mut self, peer: PeerHandle, msg: Message) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if let Message::Data { payload, .. } = &msg {
+                p.buffered += payload.len() as u64 + shoal_proto::wire::DATA_HEADER as u64;
+            }
+            self.out.push_back(Output::Send { peer, msg });
+        }
+    }
+
+    fn on_peer_connected(&mut self, peer: PeerHandle) {
+        if !self.cfg.p2p_enabled || self.peers.len() >= MAX_CONNECTED {
+            self.out.push_back(Output::Send {
+                peer,
+                msg: Message::Bye { reason: ByeReason::TooManyPeers, text: "not accepting peers".into() },
+            });
+            self.out.push_back(Output::Disconnect { peer, reason: ByeReason::TooManyPeers });
+            return;
+        }
+        let now = self.now;
+        self.peers.insert(peer, Peer::new(peer, now, self.cfg.ping_interval_ms));
+        let renditions = self.active_rend.map(|r| vec![self.rends[r as usize].name.clone()]).unwrap_or_default();
+        let mut c = caps::CUT_THROUGH;
+        if !self.cfg.consume_only {
+            c |= caps::UPLOAD;
+        }
+        self.send(
+            peer,
+            Message::Hello(Hello {
+                version_min: MIN_PROTOCOL_VERSION,
+                version_max: PROTOCOL_VERSION,
+                peer_id: self.me.peer_id.clone(),
+                stream: self.me.stream.clone(),
+                renditions,
+                caps: c,
+                upload_kbps: if self.cfg.consume_only { 0 } else { self.cfg.upload_kbps },
+            }),
+        );
+        self.wake_at(now + HELLO_TIMEOUT_MS);
+    }
+
+    fn remove_peer(&mut self, peer: PeerHandle) {
+        let Some(p) = self.peers.remove(&peer) else { return };
+        if p.ready {
+            self.stats.peers_connected = self.stats.peers_connected.saturating_sub(1);
+            if self.by_id.get(&p.id) == Some(&peer) {
+                self.by_id.remove(&p.id);
+            }
+        }
+        for u in &p.uploads {
+            if let Some(seg) = self.segments.get_mut(&u.key) {
+                seg.subscribers.retain(|&(h, r)| !(h == peer && r == u.req_id));
+            }
+        }
+        let keys: Vec<SegKey> = p.requests.values().copied().collect();
+        for key in keys {
+            if let Some(seg) = self.segments.get_mut(&key) {
+                if seg.dl.as_ref().is_some_and(|d| d.peer == peer) {
+                    seg.dl = None;
+                }
+            }
+            self.step(key);
+        }
+    }
+
+    fn misbehaved(&mut self, peer: PeerHandle, reason: ByeReason, text: String) {
+        let id = self.peers.get(&peer).map(|p| p.id.clone()).unwrap_or_default();
+        if !id.is_empty() {
+            self.banned.insert(id.clone());
+        }
+        self.stats.peers_banned += 1;
+        self.out.push_back(Output::Event(Event::PeerMisbehaved { peer_id: id, reason: text.clone() }));
+        self.out.push_back(Output::Send { peer, msg: Message::Bye { reason, text: truncate(&text, 200) } });
+        self.out.push_back(Output::Disconnect { peer, reason });
+        self.remove_peer(peer);
+    }
+
+    fn refuse(&mut self, peer: PeerHandle, reason: ByeReason, text: &str) {
+        self.out.push_back(Output::Event(Event::PeerRefused { peer, reason: text.to_owned() }));
+        self.out.push_back(Output::Send { peer, msg: Message::Bye { reason, text: text.to_owned() } });
+        self.out.push_back(Output::Disconnect { peer, reason });
+        self.remove_peer(peer);
+    }
+
+    fn on_peer_message(&mut self, peer: PeerHandle, msg: Message) {
+        let now = self.now;
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        p.last_heard = now;
+        if !p.ready {
+            let Message::Hello(h) = msg else {
+                self.misbehaved(peer, ByeReason::ProtocolError, "message before hello".into());
+                return;
+            };
+            self.on_hello(peer, h);
+            return;
+        }
+        match msg {
+            Message::Hello(_) => self.misbehaved(peer, ByeReason::ProtocolError, "second hello".into()),
+            Message::Entry(e) => {
+                let Some(r) = self.find_rend(&e.rendition) else { return };
+                self.accept_entry(r, *e, Some(peer));
+            }
+            Message::Have { rendition, seq, state } => self.on_have(peer, &rendition, seq, state),
+            Message::HaveMap { rendition, base, count, bits } => {
+                let Some(r) = self.find_rend(&rendition) else { return };
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.rendition = Some(r);
+                    for i in 0..count.min(64) as u64 {
+                        if bits[(i / 8) as usize] & (1 << (i % 8)) != 0 {
+                            p.haves.insert((r, base + i), HaveState::Complete);
+                        }
+                    }
+                }
+            }
+            Message::Request { req_id, rendition, seq, first, end, want_entry } => {
+                self.on_request(peer, req_id, &rendition, seq, first, end, want_entry)
+            }
+            Message::Data { req_id, chunk, payload } => self.on_data(peer, req_id, chunk, payload),
+            Message::Done { req_id } => self.request_ended(peer, req_id, false),
+            Message::Absent { req_id } | Message::Busy { req_id, .. } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    if let Some(key) = p.requests.get(&req_id) {
+                        p.haves.remove(key);
+                    }
+                }
+                self.request_ended(peer, req_id, true)
+            }
+            Message::Cancel { req_id } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    if let Some(i) = p.uploads.iter().position(|u| u.req_id == req_id) {
+                        let u = p.uploads.remove(i);
+                        if let Some(seg) = self.segments.get_mut(&u.key) {
+                            seg.subscribers.retain(|&(h, r)| !(h == peer && r == req_id));
+                        }
+                    }
+                }
+            }
+            Message::Ping { nonce } => self.send(peer, Message::Pong { nonce }),
+            Message::Pong { nonce } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    if let Some((n, at)) = p.ping {
+                        if n == nonce {
+                            p.rtt_ms = Some(now.saturating_sub(at));
+                            p.ping = None;
+                        }
+                    }
+                }
+            }
+            Message::Bye { .. } => {
+                self.out.push_back(Output::Disconnect { peer, reason: ByeReason::Normal });
+                self.remove_peer(peer);
+            }
+        }
+    }
+
+    fn on_hello(&mut self, peer: PeerHandle, h: Hello) {
+        let Some(version) = negotiate(MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, h.version_min, h.version_max) else {
+            self.refuse(peer, ByeReason::IncompatibleVersion, "no common protocol version");
+            return;
+        };
+        if h.stream != self.me.stream {
+            self.refuse(peer, ByeReason::WrongStream, "different stream");
+            return;
+        }
+        if self.banned.contains(&h.peer_id) || h.peer_id == self.me.peer_id {
+            self.refuse(peer, ByeReason::BadData, "peer not accepted");
+            return;
+        }
+        if let Some(&other) = self.by_id.get(&h.peer_id) {
+            if other != peer && self.peers.contains_key(&other) {
+                self.refuse(peer, ByeReason::Normal, "already connected");
+                return;
+            }
+        }
+        let rend = h.renditions.first().map(|n| self.rend_index(n));
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        p.ready = true;
+        p.version = version;
+        p.id = h.peer_id.clone();
+        p.uploads_enabled = h.caps & caps::UPLOAD != 0;
+        p.upload_kbps = h.upload_kbps;
+        p.rendition = rend;
+        self.by_id.insert(h.peer_id, peer);
+        self.stats.peers_connected += 1;
+        // Tell the newcomer what we hold for our rendition.
+        if let Some(r) = self.active_rend {
+            if !self.cfg.consume_only {
+                if let Some(newest) = self.rends[r as usize].newest {
+                    let base = newest.saturating_sub(63);
+                    let mut bits = [0u8; 8];
+                    let mut any = false;
+                    for (&(sr, seq), s) in self.segments.range((r, base)..=(r, newest)) {
+                        if sr == r && s.complete && !s.unshareable {
+                            let i = seq - base;
+                            bits[(i / 8) as usize] |= 1 << (i % 8);
+                            any = true;
+                        }
+                    }
+                    if any {
+                        let rendition = self.rends[r as usize].name.clone();
+                        self.send(peer, Message::HaveMap { rendition, base, count: 64, bits });
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_have(&mut self, peer: PeerHandle, rendition: &str, seq: u64, state: HaveState) {
+        let Some(r) = self.find_rend(rendition) else { return };
+        let key = (r, seq);
+        let too_old = self.rends[r as usize].newest.is_some_and(|n| seq + self.cfg.cache_segments as u64 <= n);
+        if too_old {
+            return;
+        }
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        p.rendition = Some(r);
+        p.haves.insert(key, state);
+        if p.haves.len() > 4 * self.cfg.cache_segments {
+            let newest = self.rends[r as usize].newest.unwrap_or(seq).max(seq);
+            let keep = self.cfg.cache_segments as u64;
+            p.haves.retain(|&(_, s), _| s + keep > newest);
+        }
+        if Some(r) != self.active_rend {
+            return;
+        }
+        let now = self.now;
+        if self.rends[r as usize].newest.is_none_or(|n| seq > n) {
+            self.rends[r as usize].newest = Some(seq);
+        }
+        self.segments.entry(key).or_insert_with(|| Segment::new(key, now));
+        self.step(key);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_request(
+        &mut self,
+        peer: PeerHandle,
+        req_id: u32,
+        rendition: &str,
+        seq: u64,
+        first: u32,
+        end: u32,
+        want_entry: bool,
+    ) {
+        let now = self.now;
+        let budget_left = self.cfg.upload_budget_bytes == 0 || self.uploaded < self.cfg.upload_budget_bytes;
+        if self.cfg.consume_only || !self.p2p_on() || !budget_left {
+            self.stats.uploads_absent += 1;
+            self.send(peer, Message::Absent { req_id });
+            return;
+        }
+        let r = match self.find_rend(rendition) {
+            Some(r) => r,
+            None => {
+                self.stats.uploads_absent += 1;
+                self.send(peer, Message::Absent { req_id });
+                return;
+            }
+        };
+        let key = (r, seq);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.rendition = Some(r);
+            if p.uploads.iter().any(|u| u.req_id == req_id) || p.uploads.len() >= 64 {
+                self.misbehaved(peer, ByeReason::ProtocolError, "duplicate or excessive requests".into());
+                return;
+            }
+        }
+        let newest = self.rends[r as usize].newest;
+        let holding = self.segments.get(&key).is_some_and(|s| s.shareable());
+        // A segment we do not hold but which is at or just past our live edge is coming: keep
+        // the request and relay the chunks as they arrive.
+        let upcoming = Some(r) == self.active_rend && newest.is_none_or(|n| seq + 1 >= n && seq <= n + 2);
+        let Some(p) = self.peers.get(&peer) else { return };
+        if holding {
+            if p.active_uploads() >= self.cfg.max_uploads as usize {
+                self.stats.uploads_busy += 1;
+                self.send(peer, Message::Busy { req_id, retry_ms: 200 });
+                return;
+            }
+        } else if !upcoming || p.parked_uploads() >= self.cfg.max_parked_uploads as usize {
+            self.stats.uploads_absent += 1;
+            self.send(peer, Message::Absent { req_id });
+            return;
+        }
+        let parked_until = if holding { None } else { Some(now + self.cfg.park_timeout_ms) };
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        p.uploads.push(Upload { req_id, key, next: first, end, send_entry: want_entry, started: now, parked_until });
+        self.stats.uploads_served += 1;
+        if !holding {
+            if newest.is_none_or(|n| seq > n) {
+                self.rends[r as usize].newest = Some(seq);
+            }
+            self.segments.entry(key).or_insert_with(|| Segment::new(key, now));
+            self.wake_at(now + self.cfg.park_timeout_ms);
+        }
+        if let Some(seg) = self.segments.get_mut(&key) {
+            seg.subscribers.push((peer, req_id));
+        }
+        // Someone downstream needs it: make sure we are getting it.
+        self.step(key);
+        self.pump_peer(peer);
+    }
+
+    /// A request of ours ended at the peer (done, or refused).
+    fn request_ended(&mut self, peer: PeerHandle, req_id: u32, refused: bool) {
+        let now = self.now;
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        let Some(key) = p.requests.remove(&req_id) else { return };
+        let Some(seg) = self.segments.get_mut(&key) else { return };
+        if seg.dl.as_ref().is_some_and(|d| d.req_id == req_id && d.peer == peer) {
+            seg.dl = None;
+            if refused {
+                seg.skip_peers.retain(|&(_, until)| until > now);
+                seg.skip_peers.push((peer, now + 2_000));
+            }
+        }
+        self.step(key);
+    }
+
+    fn on_data(&mut self, peer: PeerHandle, req_id: u32, chunk: u32, payload: Bytes) {
+        let now = self.now;
+        let len = payload.len() as u64;
+        let Some(p) = self.peers.get(&peer) else { return };
+        let Some(&key) = p.requests.get(&req_id) else {
+            // Late data for a request we cancelled.
+            self.stats.wasted_bytes += len;
+            return;
+        };
+        let Some(seg) = self.segments.get(&key) else {
+            self.stats.wasted_bytes += len;
+            return;
+        };
+        let Some(entry) = seg.entry.clone() else {
+            self.misbehaved(peer, ByeReason::ProtocolError, "data before entry".into());
+            return;
+        };
+        let idx = chunk as usize;
+        if idx >= entry.chunk_count() {
+            self.misbehaved(peer, ByeReason::ProtocolError, "chunk out of range".into());
+            return;
+        }
+        if seg.has_chunk(idx) {
+            self.stats.wasted_bytes += len;
+            return;
+        }
+        if entry.chunk_len(idx) != Some(payload.len()) || self.crypto.chunk_digest(&payload) != entry.chunk_hashes[idx]
+        {
+            self.stats.verify_failures += 1;
+            self.stats.wasted_bytes += len;
+            if let Some(seg) = self.segments.get_mut(&key) {
+                seg.dl = None;
+            }
+            self.misbehaved(peer, ByeReason::BadData, format!("chunk {idx} of segment {} failed verification", key.1));
+            self.step(key);
+            return;
+        }
+        let Some(seg) = self.segments.get_mut(&key) else { return };
+        seg.put_chunk(idx, payload);
+        seg.peer_bytes += len;
+        if seg.first_data_at.is_none() {
+            seg.first_data_at = Some(now);
+        }
+        self.stats.p2p_down_bytes += len;
+        if let Some(dl) = seg.dl.as_mut().filter(|d| d.req_id == req_id && d.peer == peer) {
+            let gap = now.saturating_sub(dl.last_progress).max(1);
+            dl.last_progress = now;
+            if dl.got_any {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.rate.add(len as f64 / gap as f64, 0.3, 0.3);
+                }
+            }
+            dl.got_any = true;
+        }
+        self.on_new_chunks(key);
+    }
+
+    // ---------------------------------------------------------------- uploading
+
+    fn pump_subscribers(&mut self, key: SegKey) {
+        let Some(seg) = self.segments.get(&key) else { return };
+        if seg.subscribers.is_empty() {
+            return;
+        }
+        let mut peers: Vec<PeerHandle> = seg.subscribers.iter().map(|&(p, _)| p).collect();
+        peers.dedup();
+        for p in peers {
+            self.pump_peer(p);
+        }
+    }
+
+    fn refill_tokens(&mut self) {
+        if self.cfg.max_upload_kbps == 0 {
+            return;
+        }
+        let rate = self.cfg.max_upload_kbps as f64 / 8.0; // bytes per ms
+        let cap = (rate * 250.0).max(32_000.0);
+        let dt = self.now.saturating_sub(self.tokens_at) as f64;
+        self.tokens = (self.tokens + dt * rate).min(cap);
+        self.tokens_at = self.now;
+    }
+
+    /// Send what can be sent to one peer: the newest segment first, chunk by chunk, within its
+    /// DataChannel window, the upload rate limit and the byte budget.
+    fn pump_peer(&mut self, peer: PeerHandle) {
+        self.refill_tokens();
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        if p.uploads.is_empty() {
+            return;
+        }
+        p.uploads.sort_by(|a, b| b.key.1.cmp(&a.key.1).then(a.started.cmp(&b.started)));
+        let mut uploads = std::mem::take(&mut p.uploads);
+        let mut keep = Vec::with_capacity(uploads.len());
+        let mut msgs: Vec<Message> = Vec::new();
+        let mut window = self.cfg.send_window_bytes.saturating_sub(p.buffered);
+        let mut rate_blocked = false;
+        for mut u in uploads.drain(..) {
+            let Some(seg) = self.segments.get(&u.key) else {
+                msgs.push(Message::Absent { req_id: u.req_id });
+                continue;
+            };
+            if seg.unshareable {
+                msgs.push(Message::Absent { req_id: u.req_id });
+                continue;
+            }
+            let Some(entry) = seg.entry.clone() else {
+                keep.push(u);
+                continue;
+            };
+            let total = entry.chunk_count() as u32;
+            u.end = u.end.min(total);
+            if u.next >= u.end {
+                msgs.push(Message::Done { req_id: u.req_id });
+                continue;
+            }
+            if !seg.has_chunk(u.next as usize) {
+                keep.push(u);
+                continue;
+            }
+            if u.parked_until.is_some() {
+                u.parked_until = None; // data exists now: an active upload
+            }
+            if u.send_entry {
+                msgs.push(Message::Entry(Box::new((*entry).clone())));
+                u.send_entry = false;
+            }
+            while u.next < u.end && window > 0 && !rate_blocked {
+                let Some(Some(c)) = seg.chunks.get(u.next as usize) else { break };
+                let cost = c.len() as u64;
+                if self.cfg.upload_budget_bytes > 0 && self.uploaded + cost > self.cfg.upload_budget_bytes {
+                    rate_blocked = true;
+                    break;
+                }
+                if self.cfg.max_upload_kbps > 0 {
+                    if self.tokens < cost as f64 {
+                        rate_blocked = true;
+                        break;
+                    }
+                    self.tokens -= cost as f64;
+                }
+                msgs.push(Message::Data { req_id: u.req_id, chunk: u.next, payload: c.clone() });
+                self.uploaded += cost;
+                self.stats.p2p_up_bytes += cost;
+                window = window.saturating_sub(cost + shoal_proto::wire::DATA_HEADER as u64);
+                u.next += 1;
+            }
+            if u.next >= u.end {
+                msgs.push(Message::Done { req_id: u.req_id });
+            } else {
+                keep.push(u);
+            }
+        }
+        let finished: Vec<u32> = msgs
+            .iter()
+            .filter_map(|m| match m {
+                Message::Done { req_id } | Message::Absent { req_id } => Some(*req_id),
+                _ => None,
+            })
+            .collect();
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.uploads = keep;
+        }
+        for m in msgs {
+            self.send(peer, m);
+        }
+        if !finished.is_empty() {
+            for seg in self.segments.values_mut() {
+                if !seg.subscribers.is_empty() {
+                    seg.subscribers.retain(|&(h, r)| !(h == peer && finished.contains(&r)));
+                }
+            }
+        }
+        if rate_blocked && self.cfg.max_upload_kbps > 0 {
+            let rate = self.cfg.max_upload_kbps as f64 / 8.0;
+            let t = self.now + (16_000.0 / rate).ceil() as u64;
+            self.wake_at(t);
+        }
+    }
+
+    // ---------------------------------------------------------------- time
+
+    fn wake_at(&mut self, t: Millis) {
+        if self.wake.is_none_or(|w| t < w || w <= self.now) {
+            self.wake = Some(t.max(self.now));
+        }
+    }
+
+    /// Everything time-driven: deadlines, stalls, parked requests, pings, manifest retries.
+    fn run_timers(&mut self) {
+        let now = self.now;
+        self.wake = None;
+        // Peers: hello timeout, silence, pings, parked uploads.
+        let handles: Vec<PeerHandle> = self.peers.keys().copied().collect();
+        for h in handles {
+            let Some(p) = self.peers.get_mut(&h) else { continue };
+            if !p.ready && now >= p.connected_at + HELLO_TIMEOUT_MS {
+                self.refuse(h, ByeReason::ProtocolError, "no hello");
+                continue;
+            }
+            if now >= p.last_heard + self.cfg.peer_timeout_ms {
+                self.out.push_back(Output::Disconnect { peer: h, reason: ByeReason::Normal });
+                self.remove_peer(h);
+                continue;
+            }
+            if p.ready && now >= p.next_ping {
+                let nonce = (now as u32) ^ (h as u32);
+                p.ping = Some((nonce, now));
+                p.next_ping = now + self.cfg.ping_interval_ms;
+                self.send(h, Message::Ping { nonce });
+            }
+            let Some(p) = self.peers.get_mut(&h) else { continue };
+            let mut expired = Vec::new();
+            p.uploads.retain(|u| {
+                let gone = u.parked_until.is_some_and(|t| t <= now);
+                if gone {
+                    expired.push((u.req_id, u.key));
+                }
+                !gone
+            });
+            let next_ping = p.next_ping;
+            let silent_at = p.last_heard + self.cfg.peer_timeout_ms;
+            let parked_next = p.uploads.iter().filter_map(|u| u.parked_until).min();
+            let hello_at = (!p.ready).then_some(p.connected_at + HELLO_TIMEOUT_MS);
+            for (req_id, key) in expired {
+                if let Some(seg) = self.segments.get_mut(&key) {
+                    seg.subscribers.retain(|&(ph, r)| !(ph == h && r == req_id));
+                }
+                self.stats.uploads_absent += 1;
+                self.send(h, Message::Absent { req_id });
+            }
+            self.wake_at(next_ping);
+            self.wake_at(silent_at);
+            if let Some(t) = parked_next {
+                self.wake_at(t);
+            }
+            if let Some(t) = hello_at {
+                self.wake_at(t);
+            }
+            if self.cfg.max_upload_kbps > 0 {
+                self.pump_peer(h);
+            }
+        }
+        // Manifests wanted but rate-limited.
+        for r in 0..self.rends.len() {
+            if self.rends[r].manifest_wanted && self.rends[r].manifest_http.is_none() {
+                let due = rend_manifest_next(&self.rends[r]);
+                if due <= now {
+                    self.want_manifest(r as u16);
+                } else {
+                    self.wake_at(due);
+                }
+            }
+        }
+        // Segments: every one that is not done.
+        let keys: Vec<SegKey> = self
+            .segments
+            .iter()
+            .filter(|(_, s)| !s.complete || (s.player_wants && !s.delivered))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            self.step(key);
+        }
+        // Too few peers?
+        let ready = self.ready_count() as u32;
+        if self.p2p_on()
+            && ready < self.cfg.min_peers
+            && self.last_need_peers.is_none_or(|t| now >= t + NEED_PEERS_EVERY_MS)
+        {
+            self.last_need_peers = Some(now);
+            self.out.push_back(Output::NeedPeers { want: self.cfg.min_peers - ready });
+        }
+        if self.p2p_on() {
+            self.wake_at(now + NEED_PEERS_EVERY_MS);
+        }
+    }
+
+    fn evict(&mut self, r: u16) {
+        let Some(newest) = self.rends[r as usize].newest else { return };
+        let keep = self.cfg.cache_segments as u64;
+        if newest < keep {
+            return;
+        }
+        let cutoff = newest - keep;
+        let old: Vec<SegKey> = self.segments.range((r, 0)..=(r, cutoff)).map(|(k, _)| *k).collect();
+        for key in old {
+            let Some(seg) = self.segments.get(&key) else { continue };
+            if seg.player_wants && !seg.delivered {
+                continue; // the player still waits for it
+            }
+            let Some(seg) = self.segments.remove(&key) else { continue };
+            if let Some(job) = seg.http {
+                self.http.remove(&job.id);
+                self.out.push_back(Output::HttpCancel { id: job.id });
+            }
+            if let Some(dl) = seg.dl {
+                if let Some(p) = self.peers.get_mut(&dl.peer) {
+                    p.requests.remove(&dl.req_id);
+                }
+                self.send(dl.peer, Message::Cancel { req_id: dl.req_id });
+            }
+            for (peer, req_id) in seg.subscribers {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.uploads.retain(|u| u.req_id != req_id);
+                }
+                self.send(peer, Message::Absent { req_id });
+            }
+        }
+        for p in self.peers.values_mut() {
+            p.haves.retain(|&(pr, s), _| pr != r || s > cutoff);
+        }
+    }
+
+    /// Milliseconds since the engine was created (for logs and tests).
+    pub fn uptime(&self) -> Millis {
+        self.now - self.started_at
+    }
+}
+
+fn rend_manifest_next(r: &Rendition) -> Millis {
+    r.manifest_last.map_or(0, |t| t + MANIFEST_MIN_INTERVAL_MS)
+}
+
+/// `base`'s directory joined with `name` (a relative URI as found in playlists).
+pub fn sibling_url(base: &str, name: &str) -> String {
+    if name.contains("://") {
+        return name.to_owned();
+    }
+    let base = base.split(['?', '#']).next().unwrap_or(base);
+    match base.rfind('/') {
+        Some(i) => format!("{}{}", &base[..=i], name),
+        None => name.to_owned(),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}

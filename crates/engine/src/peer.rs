@@ -1,0 +1,83 @@
+//! A connected peer as this client sees it.
+
+use std::collections::HashMap;
+
+use shoal_proto::wire::HaveState;
+
+use crate::estimate::Ewma;
+use crate::io::{Millis, PeerHandle};
+use crate::segment::SegKey;
+
+/// A request from this peer that this client serves (or will serve when the segment arrives).
+#[derive(Clone, Debug)]
+pub struct Upload {
+    pub req_id: u32,
+    pub key: SegKey,
+    /// Next chunk to send and the end of the requested range (clamped to the segment).
+    pub next: u32,
+    pub end: u32,
+    pub send_entry: bool,
+    pub started: Millis,
+    /// Waiting for a segment this client does not hold yet; dropped with `Absent` after this.
+    pub parked_until: Option<Millis>,
+}
+
+pub struct Peer {
+    pub handle: PeerHandle,
+    pub ready: bool,
+    pub id: String,
+    pub version: u16,
+    pub uploads_enabled: bool,
+    pub upload_kbps: u32,
+    /// Rendition the peer last showed interest in (hello, have, request).
+    pub rendition: Option<u16>,
+    pub connected_at: Millis,
+    pub last_heard: Millis,
+    /// Bytes in the DataChannel's send buffer as last reported, plus what was written since.
+    pub buffered: u64,
+    pub haves: HashMap<SegKey, HaveState>,
+    pub uploads: Vec<Upload>,
+    /// Requests this client has outstanding at the peer.
+    pub requests: HashMap<u32, SegKey>,
+    /// Bytes per millisecond this peer delivered to us.
+    pub rate: Ewma,
+    pub failures: u32,
+    pub busy_until: Millis,
+    pub next_ping: Millis,
+    pub ping: Option<(u32, Millis)>,
+    pub rtt_ms: Option<u64>,
+}
+
+impl Peer {
+    pub fn new(handle: PeerHandle, now: Millis, ping_interval: Millis) -> Self {
+        Peer {
+            handle,
+            ready: false,
+            id: String::new(),
+            version: 0,
+            uploads_enabled: false,
+            upload_kbps: 0,
+            rendition: None,
+            connected_at: now,
+            last_heard: now,
+            buffered: 0,
+            haves: HashMap::new(),
+            uploads: Vec::new(),
+            requests: HashMap::new(),
+            rate: Ewma::new(100.0),
+            failures: 0,
+            busy_until: 0,
+            next_ping: now + ping_interval,
+            ping: None,
+            rtt_ms: None,
+        }
+    }
+
+    pub fn active_uploads(&self) -> usize {
+        self.uploads.iter().filter(|u| u.parked_until.is_none()).count()
+    }
+
+    pub fn parked_uploads(&self) -> usize {
+        self.uploads.iter().filter(|u| u.parked_until.is_some()).count()
+    }
+}

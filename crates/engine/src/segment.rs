@@ -1,0 +1,208 @@
+//! One segment as this client knows it: its signed entry, the chunks it holds, who is
+//! delivering it and who waits for it.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use shoal_proto::SegmentEntry;
+
+use crate::io::{HttpId, Millis, PeerHandle};
+
+/// Rendition index into the engine's table and media sequence number.
+pub type SegKey = (u16, u64);
+
+/// Why this client fetches (or would fetch) a segment from the CDN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CdnReason {
+    /// Chosen by rendezvous hashing to bring the new segment into the neighbourhood.
+    Edge,
+    /// The playback deadline came too close for peers to finish in time.
+    Deadline,
+    /// No peer offered the segment in time.
+    NoSource,
+    /// The player is starting (or stalled, or P2P is off): never wait for peers then.
+    Startup,
+}
+
+/// This client's part in bringing a new segment into its neighbourhood.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Not decided yet (nothing wants the segment).
+    Undecided,
+    /// First CDN fetcher: fetch at once.
+    Primary,
+    /// Best-ranked among its neighbours but thinned out: wait for a peer, then fetch.
+    Secondary,
+    /// Ask the best-ranked neighbour and wait for its data.
+    Follower,
+}
+
+#[derive(Debug)]
+pub struct HttpJob {
+    pub id: HttpId,
+    pub reason: CdnReason,
+    /// First chunk the request covers (it is a Range request when > 0).
+    pub first_chunk: usize,
+    /// Bytes of the body received so far.
+    pub received: u64,
+    /// Bytes of a full (200) response to skip because a range was asked and ignored.
+    pub skip: u64,
+    pub started: Millis,
+    pub first_byte_at: Option<Millis>,
+    pub status_ok: bool,
+    /// The chunk being filled (entry known) or the whole body (entry unknown).
+    pub buf: BytesMut,
+}
+
+/// A request this client has outstanding at a peer.
+#[derive(Clone, Debug)]
+pub struct PeerDownload {
+    pub peer: PeerHandle,
+    pub req_id: u32,
+    pub requested_at: Millis,
+    pub last_progress: Millis,
+    pub got_any: bool,
+    /// The peer told us it was only asked to wait for the segment (it had none yet).
+    pub uphill: bool,
+}
+
+pub struct Segment {
+    pub key: SegKey,
+    pub url: Option<String>,
+    pub duration_ms: u32,
+    /// Verified signed entry.
+    pub entry: Option<Arc<SegmentEntry>>,
+    pub learned_at: Millis,
+    pub chunks: Vec<Option<Bytes>>,
+    pub have: usize,
+    /// Leading chunks all present.
+    pub prefix: usize,
+    pub complete: bool,
+    /// CDN body of a segment whose entry is unknown, or that failed verification.
+    pub raw: Option<Bytes>,
+    pub unshareable: bool,
+    pub player_wants: bool,
+    pub player_asked_at: Option<Millis>,
+    pub delivered: bool,
+    pub http: Option<HttpJob>,
+    pub http_attempts: u32,
+    pub retry_at: Option<Millis>,
+    pub dl: Option<PeerDownload>,
+    pub role: Role,
+    /// When to go to the CDN if no peer has started delivering.
+    pub cdn_at: Option<Millis>,
+    pub cdn_bytes: u64,
+    pub peer_bytes: u64,
+    /// Requests from peers served from this segment: (peer, request id).
+    pub subscribers: Vec<(PeerHandle, u32)>,
+    /// Peers that said Absent/Busy for this segment, and until when to skip them.
+    pub skip_peers: Vec<(PeerHandle, Millis)>,
+    /// Have(Arriving) already sent to neighbours.
+    pub announced_arriving: bool,
+    pub first_data_at: Option<Millis>,
+}
+
+impl Segment {
+    pub fn new(key: SegKey, now: Millis) -> Self {
+        Segment {
+            key,
+            url: None,
+            duration_ms: 0,
+            entry: None,
+            learned_at: now,
+            chunks: Vec::new(),
+            have: 0,
+            prefix: 0,
+            complete: false,
+            raw: None,
+            unshareable: false,
+            player_wants: false,
+            player_asked_at: None,
+            delivered: false,
+            http: None,
+            http_attempts: 0,
+            retry_at: None,
+            dl: None,
+            role: Role::Undecided,
+            cdn_at: None,
+            cdn_bytes: 0,
+            peer_bytes: 0,
+            subscribers: Vec::new(),
+            skip_peers: Vec::new(),
+            announced_arriving: false,
+            first_data_at: None,
+        }
+    }
+
+    pub fn set_entry(&mut self, entry: Arc<SegmentEntry>) {
+        if self.entry.is_some() {
+            return;
+        }
+        self.chunks = vec![None; entry.chunk_count()];
+        if self.duration_ms == 0 {
+            self.duration_ms = entry.duration_ms;
+        }
+        self.entry = Some(entry);
+    }
+
+    pub fn size(&self) -> Option<u64> {
+        self.entry.as_ref().map(|e| e.size)
+    }
+
+    pub fn total_chunks(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Store a verified chunk. Returns false if it was already there (a duplicate).
+    pub fn put_chunk(&mut self, idx: usize, data: Bytes) -> bool {
+        match self.chunks.get_mut(idx) {
+            Some(slot @ None) => {
+                *slot = Some(data);
+                self.have += 1;
+                while self.prefix < self.chunks.len() && self.chunks[self.prefix].is_some() {
+                    self.prefix += 1;
+                }
+                if self.have == self.chunks.len() {
+                    self.complete = true;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn has_chunk(&self, idx: usize) -> bool {
+        matches!(self.chunks.get(idx), Some(Some(_)))
+    }
+
+    /// Bytes still missing (estimated from `fallback` when the size is unknown).
+    pub fn missing_bytes(&self, fallback: u64) -> u64 {
+        match &self.entry {
+            Some(e) => {
+                let mut m = 0;
+                for (i, c) in self.chunks.iter().enumerate() {
+                    if c.is_none() {
+                        let (s, t) = e.chunk_range(i);
+                        m += t - s;
+                    }
+                }
+                m
+            }
+            None => fallback,
+        }
+    }
+
+    /// Any source (CDN or peer) is delivering right now.
+    pub fn in_flight(&self) -> bool {
+        self.http.is_some() || self.dl.is_some()
+    }
+
+    /// Something to share: it is arriving or complete, verified, and not marked unshareable.
+    pub fn shareable(&self) -> bool {
+        self.entry.is_some() && !self.unshareable && (self.have > 0 || self.in_flight())
+    }
+
+    pub fn skipping(&self, peer: PeerHandle, now: Millis) -> bool {
+        self.skip_peers.iter().any(|&(p, until)| p == peer && until > now)
+    }
+}
