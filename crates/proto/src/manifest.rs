@@ -172,7 +172,8 @@ impl SegmentEntry {
         put_str(&mut b, &self.rendition);
         b.extend_from_slice(&self.seq.to_be_bytes());
         b.extend_from_slice(&self.duration_ms.to_be_bytes());
-        put_str(&mut b, &self.uri);
+        b.extend_from_slice(&(self.uri.len() as u16).to_be_bytes());
+        b.extend_from_slice(self.uri.as_bytes());
         b.extend_from_slice(&self.size.to_be_bytes());
         b.extend_from_slice(&self.sha256);
         b.extend_from_slice(&self.chunk_size.to_be_bytes());
@@ -336,10 +337,11 @@ impl SegmentEntry {
     }
 }
 
+/// A name (already checked by `valid_name`, so at most 64 bytes) with a one-byte length.
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    debug_assert!(s.len() <= MAX_NAME_LEN.max(255));
-    out.push(s.len().min(255) as u8);
-    out.extend_from_slice(&s.as_bytes()[..s.len().min(255)]);
+    debug_assert!(s.len() <= MAX_NAME_LEN);
+    out.push(s.len() as u8);
+    out.extend_from_slice(s.as_bytes());
 }
 
 struct Reader<'a> {
