@@ -4,6 +4,7 @@
 # wasm-bindgen-cli at the exact version of the crate, cargo-fuzz, and the web/ npm packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$SECONDS
 
 APT_PKGS=(chromium ffmpeg redis-server coturn iproute2 nftables iptables nasm fonts-dejavu-core)
 WASM_BINDGEN_VERSION=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p' | head -n1)
@@ -34,10 +35,22 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install -q cargo-fuzz
 fi
 
+# The machine's Node.js (playwright-core needs >= 20; Debian 12's own nodejs is 18, so it is not
+# a fallback): fail with the reason rather than half-install.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "install-deps: node and npm are required (Node.js >= 20) and not on PATH" >&2
+  exit 1
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "install-deps: Node.js $(node --version) is too old; web/ (playwright-core) needs >= 20" >&2
+  exit 1
+fi
+
 if [ -f web/package.json ]; then
   if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
     echo "install-deps: npm ci in web/"
     (cd web && npm ci --no-audit --no-fund --loglevel=error)
   fi
 fi
-echo "install-deps: ok"
+echo "install-deps: ok ($((SECONDS - started)) s)"
