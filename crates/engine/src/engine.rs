@@ -203,7 +203,7 @@ impl Engine {
             Input::PeerBuffered { peer, bytes } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.buffered = bytes;
-                    self.pump_peer(peer);
+                    self.pump_all();
                 }
             }
             Input::Http { id, event } => self.on_http(id, event),
@@ -243,7 +243,8 @@ impl Engine {
         for ls in segments {
             let key = (r, ls.seq);
             let is_new = self.rends[r as usize].newest.is_none_or(|n| ls.seq > n);
-            let too_old = self.rends[r as usize].newest.is_some_and(|n| ls.seq + self.cfg.cache_segments as u64 <= n);
+            let too_old =
+                self.rends[r as usize].newest.is_some_and(|n| ls.seq + self.cfg.cache_segments as u64 <= n);
             if too_old {
                 continue;
             }
@@ -331,7 +332,9 @@ impl Engine {
         if !seg.subscribers.is_empty() {
             return true;
         }
-        Some(seg.key.0) == self.active_rend && self.want_from.is_some_and(|w| seg.key.1 >= w) && !seg.delivered
+        Some(seg.key.0) == self.active_rend
+            && self.want_from.is_some_and(|w| seg.key.1 >= w)
+            && !seg.delivered
     }
 
     // ---------------------------------------------------------------- the decision
@@ -357,8 +360,11 @@ impl Engine {
     fn decide_role(&mut self, key: SegKey) {
         let now = self.now;
         let rend = self.rends[key.0 as usize].name.clone();
-        let my_score =
-            if self.cfg.consume_only { 0.0 } else { hrw::score(&rend, key.1, &self.me.peer_id, self.my_weight()) };
+        let my_score = if self.cfg.consume_only {
+            0.0
+        } else {
+            hrw::score(&rend, key.1, &self.me.peer_id, self.my_weight())
+        };
         let mut best: Option<(f64, PeerHandle)> = None;
         let mut m = 1u32;
         for p in self.eligible(key.0) {
@@ -417,7 +423,8 @@ impl Engine {
         let deadline = self.deadline(key);
         let fallback_size = self.estimated_size(key);
         let missing = seg.missing_bytes(fallback_size);
-        let switch_at = deadline.map(|d| d.saturating_sub(self.cdn.time_for(missing) + self.cfg.cdn_margin_ms));
+        let switch_at =
+            deadline.map(|d| d.saturating_sub(self.cdn.time_for(missing) + self.cfg.cdn_margin_ms));
 
         if !self.p2p_on() || self.ready_count() == 0 {
             if seg.player_wants || seg.role == Role::Primary {
@@ -473,8 +480,11 @@ impl Engine {
             return;
         }
         if let Some(dl) = seg.dl.clone() {
-            let src_complete =
-                self.peers.get(&dl.peer).and_then(|p| p.haves.get(&key)).is_some_and(|h| *h == HaveState::Complete);
+            let src_complete = self
+                .peers
+                .get(&dl.peer)
+                .and_then(|p| p.haves.get(&key))
+                .is_some_and(|h| *h == HaveState::Complete);
             let stalled = if dl.got_any {
                 now.saturating_sub(dl.last_progress) > self.cfg.peer_stall_ms
             } else if dl.uphill {
@@ -493,13 +503,15 @@ impl Engine {
                 self.step(key);
                 return;
             }
-            if !dl.got_any {
+            if !dl.got_any && dl.uphill {
                 // Waiting on a neighbour that has nothing yet: someone with data is better.
                 if let Some(src) = self.best_source(key, Some(dl.peer)) {
                     self.cancel_download(key);
                     self.request_from(key, src, false);
                     return;
                 }
+            }
+            if !dl.got_any {
                 if let Some(t) = seg.cdn_at {
                     if t <= now {
                         self.cancel_download(key);
@@ -539,7 +551,8 @@ impl Engine {
 
     fn estimated_size(&self, key: SegKey) -> u64 {
         let r = &self.rends[key.0 as usize];
-        let dur = self.segments.get(&key).map_or(2_000, |s| if s.duration_ms > 0 { s.duration_ms } else { 2_000 });
+        let dur =
+            self.segments.get(&key).map_or(2_000, |s| if s.duration_ms > 0 { s.duration_ms } else { 2_000 });
         let bw = if r.bandwidth_bps > 0 { r.bandwidth_bps } else { 3_000_000 };
         bw as u64 / 8 * dur as u64 / 1_000
     }
@@ -574,7 +587,7 @@ impl Engine {
         best.map(|(_, h)| h)
     }
 
-    fn request_from(&mut self, key: SegKey, peer: PeerHandle, uphill: bool) {
+    fn request_from(&mut self, key: SegKey, peer: PeerHandle, asked_uphill: bool) {
         let now = self.now;
         let Some(seg) = self.segments.get(&key) else { return };
         if seg.dl.is_some() || seg.complete {
@@ -591,6 +604,8 @@ impl Engine {
         let rendition = self.rends[key.0 as usize].name.clone();
         let Some(p) = self.peers.get_mut(&peer) else { return };
         p.requests.insert(req_id, key);
+        // A request to a peer that never said it has the segment only waits there.
+        let uphill = asked_uphill || !p.haves.contains_key(&key);
         if let Some(seg) = self.segments.get_mut(&key) {
             seg.dl = Some(PeerDownload {
                 peer,
@@ -650,7 +665,6 @@ impl Engine {
         if let Some(seg) = self.segments.get_mut(&key) {
             seg.http = Some(HttpJob {
                 id,
-                reason,
                 first_chunk: r_first,
                 received: 0,
                 skip: 0,
@@ -1044,7 +1058,8 @@ impl Engine {
         if let Some(dl) = seg.dl.take() {
             if let Some(p) = self.peers.get_mut(&dl.peer) {
                 p.requests.remove(&dl.req_id);
-                self.out.push_back(Output::Send { peer: dl.peer, msg: Message::Cancel { req_id: dl.req_id } });
+                self.out
+                    .push_back(Output::Send { peer: dl.peer, msg: Message::Cancel { req_id: dl.req_id } });
             }
         }
         self.stats.segments_verified += 1;
@@ -1053,11 +1068,16 @@ impl Engine {
             let targets: Vec<PeerHandle> = self
                 .peers
                 .values()
-                .filter(|p| p.ready && p.rendition == Some(key.0) && p.haves.get(&key) != Some(&HaveState::Complete))
+                .filter(|p| {
+                    p.ready && p.rendition == Some(key.0) && p.haves.get(&key) != Some(&HaveState::Complete)
+                })
                 .map(|p| p.handle)
                 .collect();
             for h in targets {
-                self.send(h, Message::Have { rendition: rendition.clone(), seq: key.1, state: HaveState::Complete });
+                self.send(
+                    h,
+                    Message::Have { rendition: rendition.clone(), seq: key.1, state: HaveState::Complete },
+                );
             }
         }
         self.pump_subscribers(key);
@@ -1082,7 +1102,14 @@ impl Engine {
             .map(|p| p.handle)
             .collect();
         for h in targets {
-            self.send(h, Message::Have { rendition: rendition.clone(), seq: key.1, state: HaveState::Arriving { chunks } });
+            self.send(
+                h,
+                Message::Have {
+                    rendition: rendition.clone(),
+                    seq: key.1,
+                    state: HaveState::Arriving { chunks },
+                },
+            );
         }
     }
 
@@ -1171,7 +1198,8 @@ impl Engine {
         }
         let now = self.now;
         self.peers.insert(peer, Peer::new(peer, now, self.cfg.ping_interval_ms));
-        let renditions = self.active_rend.map(|r| vec![self.rends[r as usize].name.clone()]).unwrap_or_default();
+        let renditions =
+            self.active_rend.map(|r| vec![self.rends[r as usize].name.clone()]).unwrap_or_default();
         let mut c = caps::CUT_THROUGH;
         if !self.cfg.consume_only {
             c |= caps::UPLOAD;
@@ -1306,7 +1334,8 @@ impl Engine {
     }
 
     fn on_hello(&mut self, peer: PeerHandle, h: Hello) {
-        let Some(version) = negotiate(MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, h.version_min, h.version_max) else {
+        let Some(version) = negotiate(MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, h.version_min, h.version_max)
+        else {
             self.refuse(peer, ByeReason::IncompatibleVersion, "no common protocol version");
             return;
         };
@@ -1360,7 +1389,8 @@ impl Engine {
     fn on_have(&mut self, peer: PeerHandle, rendition: &str, seq: u64, state: HaveState) {
         let Some(r) = self.find_rend(rendition) else { return };
         let key = (r, seq);
-        let too_old = self.rends[r as usize].newest.is_some_and(|n| seq + self.cfg.cache_segments as u64 <= n);
+        let too_old =
+            self.rends[r as usize].newest.is_some_and(|n| seq + self.cfg.cache_segments as u64 <= n);
         if too_old {
             return;
         }
@@ -1424,7 +1454,7 @@ impl Engine {
         let upcoming = Some(r) == self.active_rend && newest.is_none_or(|n| seq + 1 >= n && seq <= n + 2);
         let Some(p) = self.peers.get(&peer) else { return };
         if holding {
-            if p.active_uploads() >= self.cfg.max_uploads as usize {
+            if self.active_uploads() >= self.upload_slots(r) {
                 self.stats.uploads_busy += 1;
                 self.send(peer, Message::Busy { req_id, retry_ms: 200 });
                 return;
@@ -1436,7 +1466,15 @@ impl Engine {
         }
         let parked_until = if holding { None } else { Some(now + self.cfg.park_timeout_ms) };
         let Some(p) = self.peers.get_mut(&peer) else { return };
-        p.uploads.push(Upload { req_id, key, next: first, end, send_entry: want_entry, started: now, parked_until });
+        p.uploads.push(Upload {
+            req_id,
+            key,
+            next: first,
+            end,
+            send_entry: want_entry,
+            started: now,
+            parked_until,
+        });
         self.stats.uploads_served += 1;
         if !holding {
             if newest.is_none_or(|n| seq > n) {
@@ -1495,14 +1533,19 @@ impl Engine {
             self.stats.wasted_bytes += len;
             return;
         }
-        if entry.chunk_len(idx) != Some(payload.len()) || self.crypto.chunk_digest(&payload) != entry.chunk_hashes[idx]
+        if entry.chunk_len(idx) != Some(payload.len())
+            || self.crypto.chunk_digest(&payload) != entry.chunk_hashes[idx]
         {
             self.stats.verify_failures += 1;
             self.stats.wasted_bytes += len;
             if let Some(seg) = self.segments.get_mut(&key) {
                 seg.dl = None;
             }
-            self.misbehaved(peer, ByeReason::BadData, format!("chunk {idx} of segment {} failed verification", key.1));
+            self.misbehaved(
+                peer,
+                ByeReason::BadData,
+                format!("chunk {idx} of segment {} failed verification", key.1),
+            );
             self.step(key);
             return;
         }
@@ -1529,14 +1572,64 @@ impl Engine {
     // ---------------------------------------------------------------- uploading
 
     fn pump_subscribers(&mut self, key: SegKey) {
-        let Some(seg) = self.segments.get(&key) else { return };
-        if seg.subscribers.is_empty() {
+        if self.segments.get(&key).is_some_and(|s| !s.subscribers.is_empty()) {
+            self.pump_all();
+        }
+    }
+
+    /// Requests served at once across all peers.
+    fn active_uploads(&self) -> usize {
+        self.peers.values().map(|p| p.active_uploads()).sum()
+    }
+
+    /// How many peers this client feeds at once: each should get at least twice the
+    /// rendition's bitrate, or the segment is late everywhere downstream; the rest are told
+    /// `Busy` and fetch from someone who already relays it.
+    fn upload_slots(&self, r: u16) -> usize {
+        let max = self.cfg.max_uploads.max(1) as usize;
+        let bw_kbps = self.rends.get(r as usize).map_or(0, |x| x.bandwidth_bps / 1000);
+        let up = match (self.cfg.upload_kbps, self.cfg.max_upload_kbps) {
+            (0, 0) => return max,
+            (0, m) | (m, 0) => m,
+            (a, b) => a.min(b),
+        };
+        if bw_kbps == 0 {
+            return max;
+        }
+        ((up / (2 * bw_kbps)) as usize).clamp(1, max)
+    }
+
+    /// Bytes this client lets sit in all its DataChannel buffers together: about 300 ms of
+    /// its upload. Per-channel windows alone would let twenty channels queue seconds of data
+    /// on one uplink, and everything queued is late for everyone.
+    fn upload_window(&self) -> u64 {
+        let kbps = match (self.cfg.upload_kbps, self.cfg.max_upload_kbps) {
+            (0, 0) => return 512 * 1024,
+            (0, m) | (m, 0) => m,
+            (a, b) => a.min(b),
+        };
+        (kbps as u64 * 1000 / 8 * 3 / 10).clamp(64 * 1024, 4 * self.cfg.send_window_bytes)
+    }
+
+    /// Serve every peer with pending uploads, the most urgent first: the newest segment, then
+    /// the oldest request.
+    fn pump_all(&mut self) {
+        let mut order: Vec<(u64, Millis, PeerHandle)> = self
+            .peers
+            .values()
+            .filter(|p| !p.uploads.is_empty())
+            .map(|p| {
+                let newest = p.uploads.iter().map(|u| u.key.1).max().unwrap_or(0);
+                let oldest = p.uploads.iter().map(|u| u.started).min().unwrap_or(0);
+                (newest, oldest, p.handle)
+            })
+            .collect();
+        if order.is_empty() {
             return;
         }
-        let mut peers: Vec<PeerHandle> = seg.subscribers.iter().map(|&(p, _)| p).collect();
-        peers.dedup();
-        for p in peers {
-            self.pump_peer(p);
+        order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        for (_, _, h) in order {
+            self.pump_peer(h);
         }
     }
 
@@ -1555,6 +1648,10 @@ impl Engine {
     /// DataChannel window, the upload rate limit and the byte budget.
     fn pump_peer(&mut self, peer: PeerHandle) {
         self.refill_tokens();
+        let total: u64 = self.peers.values().map(|q| q.buffered).sum();
+        let global_free = self.upload_window().saturating_sub(total);
+        let mut active = self.active_uploads();
+        let slots = self.upload_slots(self.active_rend.unwrap_or(0));
         let Some(p) = self.peers.get_mut(&peer) else { return };
         if p.uploads.is_empty() {
             return;
@@ -1563,7 +1660,7 @@ impl Engine {
         let mut uploads = std::mem::take(&mut p.uploads);
         let mut keep = Vec::with_capacity(uploads.len());
         let mut msgs: Vec<Message> = Vec::new();
-        let mut window = self.cfg.send_window_bytes.saturating_sub(p.buffered);
+        let mut window = self.cfg.send_window_bytes.saturating_sub(p.buffered).min(global_free);
         let mut rate_blocked = false;
         for mut u in uploads.drain(..) {
             let Some(seg) = self.segments.get(&u.key) else {
@@ -1589,7 +1686,14 @@ impl Engine {
                 continue;
             }
             if u.parked_until.is_some() {
-                u.parked_until = None; // data exists now: an active upload
+                // Data exists now: it becomes an active upload if a slot is free.
+                if active >= slots {
+                    self.stats.uploads_busy += 1;
+                    msgs.push(Message::Busy { req_id: u.req_id, retry_ms: 200 });
+                    continue;
+                }
+                active += 1;
+                u.parked_until = None;
             }
             if u.send_entry {
                 msgs.push(Message::Entry(Box::new((*entry).clone())));
@@ -1624,7 +1728,9 @@ impl Engine {
         let finished: Vec<u32> = msgs
             .iter()
             .filter_map(|m| match m {
-                Message::Done { req_id } | Message::Absent { req_id } => Some(*req_id),
+                Message::Done { req_id } | Message::Absent { req_id } | Message::Busy { req_id, .. } => {
+                    Some(*req_id)
+                }
                 _ => None,
             })
             .collect();

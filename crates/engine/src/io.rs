@@ -37,7 +37,10 @@ pub struct PlayerState {
 pub enum HttpEvent {
     /// Status line and headers arrived. `total` is the whole object's size when the server
     /// said (Content-Length of a full response, or the total of a Content-Range).
-    Response { status: u16, total: Option<u64> },
+    Response {
+        status: u16,
+        total: Option<u64>,
+    },
     Data(Bytes),
     Done,
     Failed(String),
@@ -47,30 +50,59 @@ pub enum HttpEvent {
 pub enum Input {
     /// A rendition of the stream and its media playlist URL (the signed manifest lives next
     /// to it).
-    Rendition { name: String, playlist_url: String, bandwidth_bps: u32 },
+    Rendition {
+        name: String,
+        playlist_url: String,
+        bandwidth_bps: u32,
+    },
     /// The player loaded a media playlist.
-    Playlist { rendition: String, segments: Vec<ListedSegment> },
+    Playlist {
+        rendition: String,
+        segments: Vec<ListedSegment>,
+    },
     /// The player wants a segment. The engine answers with [`Output::Deliver`] or
     /// [`Output::DeliverFailed`].
-    PlayerRequest { rendition: String, seq: u64 },
+    PlayerRequest {
+        rendition: String,
+        seq: u64,
+    },
     /// The player no longer wants a segment it asked for.
-    PlayerAbort { rendition: String, seq: u64 },
+    PlayerAbort {
+        rendition: String,
+        seq: u64,
+    },
     Player(PlayerState),
     /// Number of peers in this client's swarm, as the tracker last said.
     SwarmSize(u32),
     /// A DataChannel to a peer opened.
-    PeerConnected { peer: PeerHandle },
+    PeerConnected {
+        peer: PeerHandle,
+    },
     /// A DataChannel closed or its connection failed.
-    PeerDisconnected { peer: PeerHandle },
+    PeerDisconnected {
+        peer: PeerHandle,
+    },
     /// A decoded message from a peer (the driver may pass raw bytes with
     /// [`Input::PeerBytes`] instead).
-    PeerMessage { peer: PeerHandle, msg: Message },
+    PeerMessage {
+        peer: PeerHandle,
+        msg: Message,
+    },
     /// A raw DataChannel message; a malformed one gets the peer disconnected.
-    PeerBytes { peer: PeerHandle, bytes: Bytes },
+    PeerBytes {
+        peer: PeerHandle,
+        bytes: Bytes,
+    },
     /// Bytes currently queued in the DataChannel to this peer (report it when it falls, e.g. on
     /// the "buffered amount low" event).
-    PeerBuffered { peer: PeerHandle, bytes: u64 },
-    Http { id: HttpId, event: HttpEvent },
+    PeerBuffered {
+        peer: PeerHandle,
+        bytes: u64,
+    },
+    Http {
+        id: HttpId,
+        event: HttpEvent,
+    },
     /// Nothing happened; time passed. Call at [`crate::Engine::poll_timeout`].
     Tick,
 }
@@ -140,18 +172,37 @@ pub enum Event {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// Send a message on the peer's DataChannel.
-    Send { peer: PeerHandle, msg: Message },
+    Send {
+        peer: PeerHandle,
+        msg: Message,
+    },
     /// Close the connection to a peer (after sending a Bye).
-    Disconnect { peer: PeerHandle, reason: ByeReason },
+    Disconnect {
+        peer: PeerHandle,
+        reason: ByeReason,
+    },
     /// Start an HTTP GET. `range` is `(first_byte, last_byte_inclusive)`; `None` = whole object.
-    HttpFetch { id: HttpId, url: String, range: Option<(u64, Option<u64>)>, kind: FetchKind },
+    HttpFetch {
+        id: HttpId,
+        url: String,
+        range: Option<(u64, Option<u64>)>,
+        kind: FetchKind,
+    },
     /// Abort an HTTP request; no more events for it are expected (late ones are ignored).
-    HttpCancel { id: HttpId },
+    HttpCancel {
+        id: HttpId,
+    },
     /// A segment the player asked for, complete.
     Deliver(Delivery),
     /// A segment the player asked for could not be obtained (the CDN failed too).
-    DeliverFailed { rendition: String, seq: u64, reason: String },
+    DeliverFailed {
+        rendition: String,
+        seq: u64,
+        reason: String,
+    },
     /// Fewer peers than wanted are connected; ask the tracker for this many more.
-    NeedPeers { want: u32 },
+    NeedPeers {
+        want: u32,
+    },
     Event(Event),
 }

@@ -40,7 +40,6 @@ pub enum Role {
 #[derive(Debug)]
 pub struct HttpJob {
     pub id: HttpId,
-    pub reason: CdnReason,
     /// First chunk the request covers (it is a Range request when > 0).
     pub first_chunk: usize,
     /// Bytes of the body received so far.
