@@ -8,6 +8,7 @@
 
 pub mod ids;
 pub mod manifest;
+pub mod tracker;
 
 pub use ids::SegmentId;
 pub use manifest::{ManifestError, SegmentEntry, SignedManifest, SigningKey, VerifyingKey};
