@@ -6,8 +6,10 @@
 //!
 //! This crate does no I/O and builds for `wasm32-unknown-unknown`.
 
+pub mod api;
 pub mod ids;
 pub mod manifest;
+pub mod ticket;
 pub mod tracker;
 
 pub use ids::SegmentId;
