@@ -27,8 +27,12 @@ build:
 test-rust: build
 	$(CARGO) test --workspace -- --skip browser_
 
+# shoal-engine for the browser: crates/wasm compiled with the size-tuned `wasm` profile, then
+# wasm-bindgen (same version as the crate, installed by scripts/install-deps.sh) into web/pkg/.
 wasm:
-	@echo "wasm: not built yet"
+	$(CARGO) build -p shoal-wasm --target wasm32-unknown-unknown --profile wasm
+	wasm-bindgen --target web --remove-name-section --remove-producers-section \
+	  --out-dir web/pkg target/wasm32-unknown-unknown/wasm/shoal_wasm.wasm
 
 # web/ unit tests (node's test runner), then every Rust test named browser_*: headless Chromium
 # inside a network namespace (needs root). One at a time: Chromium and the servers it watches
