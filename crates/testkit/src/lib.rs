@@ -11,6 +11,7 @@
 //! - [`browser`]: headless Chromium (playwright-core) running scripts from `web/test/` inside a
 //!   namespace; [`browser::play`] measures K hls.js viewers of a live stream.
 //! - [`media`]: a known-good ffmpeg live HLS stream and a static file server.
+//! - [`http`]: a minimal blocking HTTP GET, from inside a namespace if asked.
 //!
 //! Everything here needs root (network namespaces) and fails with a reason when it cannot run;
 //! nothing is skipped. See docs/testing.md.
@@ -35,6 +36,7 @@
 //! ```
 
 pub mod browser;
+pub mod http;
 pub mod media;
 mod netns;
 mod outdir;
