@@ -265,9 +265,7 @@ impl Engine {
         if self.first_request_at.is_none() {
             self.first_request_at = Some(self.now);
         }
-        if self.active_rend != Some(r) {
-            self.active_rend = Some(r);
-        }
+        self.set_active_rend(r);
         // The player asks in order; what it asks for now is where fetching ahead starts.
         if self.want_from.is_none_or(|w| seq > w || self.player.is_none()) {
             self.want_from = Some(seq);
@@ -286,7 +284,7 @@ impl Engine {
 
     fn on_player_state(&mut self, state: PlayerState) {
         let r = self.rend_index(&state.rendition);
-        self.active_rend = Some(r);
+        self.set_active_rend(r);
         if let Some(n) = state.next_seq {
             self.want_from = Some(n);
         }
@@ -1364,24 +1362,41 @@ impl Engine {
         self.by_id.insert(h.peer_id, peer);
         self.stats.peers_connected += 1;
         // Tell the newcomer what we hold for our rendition.
-        if let Some(r) = self.active_rend {
-            if !self.cfg.consume_only {
-                if let Some(newest) = self.rends[r as usize].newest {
-                    let base = newest.saturating_sub(63);
-                    let mut bits = [0u8; 8];
-                    let mut any = false;
-                    for (&(sr, seq), s) in self.segments.range((r, base)..=(r, newest)) {
-                        if sr == r && s.complete && !s.unshareable {
-                            let i = seq - base;
-                            bits[(i / 8) as usize] |= 1 << (i % 8);
-                            any = true;
-                        }
-                    }
-                    if any {
-                        let rendition = self.rends[r as usize].name.clone();
-                        self.send(peer, Message::HaveMap { rendition, base, count: 64, bits });
-                    }
-                }
+        if let Some(msg) = self.have_map() {
+            self.send(peer, msg);
+        }
+    }
+
+    /// The complete segments of the rendition being played, as one `HaveMap` (empty if none:
+    /// it still tells neighbours which rendition this client is on).
+    fn have_map(&self) -> Option<Message> {
+        let r = self.active_rend?;
+        if self.cfg.consume_only || !self.cfg.p2p_enabled {
+            return None;
+        }
+        let rendition = self.rends[r as usize].name.clone();
+        let newest = self.rends[r as usize].newest.unwrap_or(0);
+        let base = newest.saturating_sub(63);
+        let mut bits = [0u8; 8];
+        for (&(sr, seq), s) in self.segments.range((r, base)..=(r, newest)) {
+            if sr == r && s.complete && !s.unshareable {
+                let i = seq - base;
+                bits[(i / 8) as usize] |= 1 << (i % 8);
+            }
+        }
+        Some(Message::HaveMap { rendition, base, count: 64, bits })
+    }
+
+    /// The player moved to another rendition: neighbours learn it from a fresh `HaveMap`.
+    fn set_active_rend(&mut self, r: u16) {
+        if self.active_rend == Some(r) {
+            return;
+        }
+        self.active_rend = Some(r);
+        if let Some(msg) = self.have_map() {
+            let ready: Vec<PeerHandle> = self.peers.values().filter(|p| p.ready).map(|p| p.handle).collect();
+            for h in ready {
+                self.send(h, msg.clone());
             }
         }
     }
