@@ -9,7 +9,7 @@ CARGO ?= cargo
 demo: deps build-release
 	./target/release/shoal demo
 
-build-release: wasm
+build-release: web
 	$(CARGO) build --release -p shoal
 
 deps:
@@ -34,10 +34,15 @@ wasm:
 	wasm-bindgen --target web --remove-name-section --remove-producers-section \
 	  --out-dir web/pkg target/wasm32-unknown-unknown/wasm/shoal_wasm.wasm
 
+# The browser SDK, the demo page and the benchmark pages into web/dist/ (esbuild + tsc; prints
+# the bundle sizes).
+web: wasm
+	cd web && npm run build
+
 # web/ unit tests (node's test runner), then every Rust test named browser_*: headless Chromium
 # inside a network namespace (needs root). One at a time: Chromium and the servers it watches
 # share 2 cores, and a starved browser stalls for reasons that are not the code's.
-test-web: build
+test-web: build web
 	cd web && npm test
 	$(CARGO) test --workspace --tests -- browser_ --test-threads=1
 
