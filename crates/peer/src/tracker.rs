@@ -1,0 +1,147 @@
+//! The tracker connection: one WebSocket at a time to the first tracker URL that answers
+//! (the API lists a primary and hot standbys, in order), reconnecting with backoff. It only
+//! carries frames; what to announce and when is the core's decision.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use shoal_proto::tracker::{ClientMsg, ServerMsg};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::msg::{CoreMsg, TrackerEvent};
+
+/// Largest frame read from a tracker.
+const MAX_FRAME: usize = 64 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Start the connection task. It ends when `cmds`' sender is dropped.
+pub fn spawn(
+    urls: Vec<String>,
+    gen: u32,
+    core: mpsc::UnboundedSender<CoreMsg>,
+) -> mpsc::UnboundedSender<ClientMsg> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(urls, gen, core, rx));
+    tx
+}
+
+async fn run(
+    urls: Vec<String>,
+    gen: u32,
+    core: mpsc::UnboundedSender<CoreMsg>,
+    mut cmds: mpsc::UnboundedReceiver<ClientMsg>,
+) {
+    if urls.is_empty() {
+        return;
+    }
+    let mut backoff = Duration::from_millis(500);
+    let mut idx = 0usize;
+    loop {
+        let url = urls[idx % urls.len()].clone();
+        let cfg =
+            WebSocketConfig::default().max_message_size(Some(MAX_FRAME)).max_frame_size(Some(MAX_FRAME));
+        let attempt = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(cfg), true),
+        )
+        .await;
+        let ws = match attempt {
+            Ok(Ok((ws, _))) => ws,
+            Ok(Err(e)) => {
+                tracing::debug!(%url, "tracker connect failed: {e}");
+                if !next_or_wait(&mut idx, urls.len(), &mut backoff, &mut cmds).await {
+                    return;
+                }
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!(%url, "tracker connect timed out");
+                if !next_or_wait(&mut idx, urls.len(), &mut backoff, &mut cmds).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        tracing::info!(%url, "tracker connected");
+        if core.send(CoreMsg::Tracker { gen, ev: TrackerEvent::Connected { url: url.clone() } }).is_err() {
+            return;
+        }
+        let connected_at = tokio::time::Instant::now();
+        let (mut sink, mut stream) = ws.split();
+        let reason = loop {
+            tokio::select! {
+                cmd = cmds.recv() => {
+                    let Some(cmd) = cmd else {
+                        let _ = sink.close().await;
+                        return;
+                    };
+                    let text = serde_json::to_string(&cmd).expect("tracker messages always serialize");
+                    if let Err(e) = sink.send(WsMessage::text(text)).await {
+                        break format!("send: {e}");
+                    }
+                }
+                frame = stream.next() => {
+                    match frame {
+                        Some(Ok(WsMessage::Text(t))) => match ServerMsg::parse(t.as_str()) {
+                            Ok(m) => {
+                                if core.send(CoreMsg::Tracker { gen, ev: TrackerEvent::Msg(Box::new(m)) }).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => tracing::debug!("tracker sent an unreadable frame: {e}"),
+                        },
+                        Some(Ok(WsMessage::Close(c))) => break format!("closed: {c:?}"),
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => break format!("read: {e}"),
+                        None => break "closed".to_owned(),
+                    }
+                }
+            }
+        };
+        tracing::info!(%url, "tracker connection lost: {reason}");
+        if core.send(CoreMsg::Tracker { gen, ev: TrackerEvent::Disconnected }).is_err() {
+            return;
+        }
+        // A connection that lasted is worth retrying first; a flapping one moves on.
+        if connected_at.elapsed() > Duration::from_secs(30) {
+            backoff = Duration::from_millis(500);
+            idx = 0;
+            if !wait_draining(backoff, &mut cmds).await {
+                return;
+            }
+        } else if !next_or_wait(&mut idx, urls.len(), &mut backoff, &mut cmds).await {
+            return;
+        }
+    }
+}
+
+/// Move to the next URL; after a full round, wait with exponential backoff. False when the
+/// core is gone.
+async fn next_or_wait(
+    idx: &mut usize,
+    n: usize,
+    backoff: &mut Duration,
+    cmds: &mut mpsc::UnboundedReceiver<ClientMsg>,
+) -> bool {
+    *idx += 1;
+    if (*idx).is_multiple_of(n) {
+        let wait = *backoff;
+        *backoff = (*backoff * 2).min(Duration::from_secs(10));
+        return wait_draining(wait, cmds).await;
+    }
+    true
+}
+
+/// Sleep, dropping commands meant for a connection that does not exist (the core announces
+/// again on `Connected`).
+async fn wait_draining(d: Duration, cmds: &mut mpsc::UnboundedReceiver<ClientMsg>) -> bool {
+    let until = tokio::time::Instant::now() + d;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => return true,
+            c = cmds.recv() => if c.is_none() { return false },
+        }
+    }
+}
