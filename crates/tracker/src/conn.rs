@@ -16,6 +16,9 @@ use tokio_tungstenite::tungstenite;
 use crate::state::{Outbound, Route, State};
 use crate::stats::Path;
 
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 /// A reason to close the connection.
 #[derive(Debug)]
 pub(crate) struct Fatal {
@@ -136,6 +139,11 @@ pub(crate) async fn drive<P: Protocol>(
                     break End::Fatal(Fatal::new(ErrorCode::RateLimited, "too many messages"));
                 }
                 let text = match msg {
+                    Message::Text(t) if t.len() > state.cfg.max_message_bytes => {
+                        let reason =
+                            format!("message of {} bytes over {}", t.len(), state.cfg.max_message_bytes);
+                        break End::Fatal(Fatal::new(ErrorCode::TooLarge, reason));
+                    }
                     Message::Text(t) => t,
                     Message::Binary(_) => {
                         break End::Fatal(Fatal::new(ErrorCode::Binary, "binary frames are not accepted"))
@@ -181,8 +189,11 @@ async fn send(ws: &mut WebSocket, text: String, limit: Duration) -> bool {
     matches!(timeout(limit, ws.send(Message::Text(text.into()))).await, Ok(Ok(())))
 }
 
+/// Send the reason and a close frame, then wait briefly for the client's close frame so the
+/// reason is not lost to a TCP reset (RFC 6455 §7.1.1: the server closes the TCP connection
+/// after the handshake).
 async fn close(ws: &mut WebSocket, code: ErrorCode, text: Option<String>, limit: Duration) {
-    let _ = timeout(limit, async {
+    let sent = timeout(limit, async {
         if let Some(text) = text {
             ws.send(Message::Text(text.into())).await?;
         }
@@ -190,6 +201,17 @@ async fn close(ws: &mut WebSocket, code: ErrorCode, text: Option<String>, limit:
         ws.send(Message::Close(Some(frame))).await
     })
     .await;
+    if matches!(sent, Ok(Ok(()))) {
+        let _ = timeout(CLOSE_LINGER, async {
+            // Bounded: at most what arrives within the linger time; data frames are discarded.
+            while let Some(Ok(m)) = ws.recv().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// A read error worth a reason (the client is still there to hear it), or `None` when the
@@ -198,6 +220,10 @@ fn read_error(e: axum::Error) -> Option<Fatal> {
     let inner = e.into_inner();
     match inner.downcast_ref::<tungstenite::Error>() {
         Some(tungstenite::Error::Capacity(c)) => Some(Fatal::new(ErrorCode::TooLarge, c.to_string())),
+        // A client that just drops the socket is gone, not wrong.
+        Some(tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        )) => None,
         Some(tungstenite::Error::Protocol(p)) => Some(Fatal::new(ErrorCode::BadRequest, p.to_string())),
         Some(tungstenite::Error::Utf8(_)) => Some(Fatal::new(ErrorCode::BadJson, "text frame is not UTF-8")),
         _ => None,

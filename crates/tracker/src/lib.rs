@@ -157,14 +157,17 @@ fn upgrade<P: Protocol>(
         return (StatusCode::SERVICE_UNAVAILABLE, "tracker at its connection limit").into_response();
     }
     let ip = client_ip(peer, headers, st.cfg.locality.trust_forwarded_for);
-    let max = st.cfg.max_message_bytes;
+    // The WebSocket layer's hard cap is twice the limit: a message between the two is read
+    // whole and refused by the connection with a clean close (`too_large`); only beyond the
+    // hard cap is the connection cut mid-frame.
+    let hard_max = st.cfg.max_message_bytes * 2;
     let state = Arc::clone(st);
     ws.read_buffer_size(st.cfg.read_buffer_bytes)
         // Every send is flushed at once; frames are never batched in a write buffer.
         .write_buffer_size(0)
-        .max_write_buffer_size(max * 2)
-        .max_message_size(max)
-        .max_frame_size(max)
+        .max_write_buffer_size(hard_max)
+        .max_message_size(hard_max)
+        .max_frame_size(hard_max)
         .on_upgrade(move |socket| conn::drive(state, socket, ip, proto))
 }
 
