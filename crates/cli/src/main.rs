@@ -25,6 +25,8 @@ enum Command {
     Origin(cmd::origin::Args),
     /// Generate an Ed25519 key pair for signing segment manifests.
     Keygen(cmd::keygen::Args),
+    /// Mint a viewer token (HS256 JWT) for `POST /v1/join`.
+    Token(cmd::token::Args),
     /// Benchmarks that print a report: `shoal bench <what>`.
     Bench(cmd::bench::Args),
 }
@@ -37,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(a) => cmd::serve::run(a),
         Command::Origin(a) => cmd::origin::run(a),
         Command::Keygen(a) => cmd::keygen::run(a),
+        Command::Token(a) => cmd::token::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     }
 }

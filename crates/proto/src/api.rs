@@ -60,13 +60,16 @@ pub struct NatHints {
     pub ipv6: Option<bool>,
 }
 
+/// Same vocabulary as the tracker's `Nat`, plus a catch-all for values from newer SDKs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NatType {
     /// Public address, no NAT.
     Open,
-    /// Endpoint-independent mapping (full/restricted/port-restricted cone).
-    Cone,
+    /// Endpoint-independent mapping (full/restricted/port-restricted cone), as
+    /// `shoal_proto::tracker::Nat::Eim`.
+    #[serde(alias = "cone")]
+    Eim,
     /// Endpoint-dependent mapping: only pairs well with open or cone peers.
     Symmetric,
     /// Anything else, including values from newer SDKs.
@@ -162,6 +165,8 @@ pub mod error_code {
     pub const ORIGIN_NOT_ALLOWED: &str = "origin_not_allowed";
     /// 403: admin secret missing or wrong.
     pub const ADMIN_FORBIDDEN: &str = "admin_forbidden";
+    /// 413: request body larger than the server reads.
+    pub const TOO_LARGE: &str = "too_large";
     /// 404: unknown stream (only when the server lists its streams) or endpoint disabled.
     pub const NOT_FOUND: &str = "not_found";
     /// 429: too many requests from this address; see `Retry-After`.

@@ -47,6 +47,8 @@ pub enum TicketError {
     BadSignature,
     #[error("ticket expired")]
     Expired,
+    #[error("ticket was issued for another {0}")]
+    Mismatch(&'static str),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -238,6 +240,27 @@ impl Ticket {
     }
 }
 
+impl Ticket {
+    /// [`verify`](Self::verify), then check that the ticket was issued to `peer_id` for
+    /// `stream` — what a tracker asks on every announce.
+    pub fn verify_for(
+        text: &str,
+        keys: &HmacKeys,
+        now_ms: u64,
+        peer_id: &str,
+        stream: &str,
+    ) -> Result<Ticket, TicketError> {
+        let t = Self::verify(text, keys, now_ms)?;
+        if t.peer_id != peer_id {
+            return Err(TicketError::Mismatch("peer id"));
+        }
+        if t.stream != stream {
+            return Err(TicketError::Mismatch("stream"));
+        }
+        Ok(t)
+    }
+}
+
 fn decode_payload(p: &[u8]) -> Result<Ticket, TicketError> {
     let exp: [u8; 8] = p.get(..8).and_then(|s| s.try_into().ok()).ok_or(TicketError::Malformed("payload"))?;
     let mut pos = 8;
@@ -286,6 +309,21 @@ mod tests {
         assert_eq!(Ticket::verify(&text, &keys, 999_999), Ok(ticket()));
         assert_eq!(Ticket::verify(&text, &keys, 1_000_000), Ok(ticket()));
         assert_eq!(Ticket::verify(&text, &keys, 1_000_001), Err(TicketError::Expired));
+    }
+
+    #[test]
+    fn verify_for_binds_peer_and_stream() {
+        let keys = ring(&["k1:0123456789abcdef0123"], "");
+        let text = ticket().mint(&keys).expect("mint");
+        assert!(Ticket::verify_for(&text, &keys, 0, "0123456789abcdef", "demo").is_ok());
+        assert_eq!(
+            Ticket::verify_for(&text, &keys, 0, "fedcba9876543210", "demo"),
+            Err(TicketError::Mismatch("peer id"))
+        );
+        assert_eq!(
+            Ticket::verify_for(&text, &keys, 0, "0123456789abcdef", "other"),
+            Err(TicketError::Mismatch("stream"))
+        );
     }
 
     #[test]

@@ -5,3 +5,4 @@ pub mod demo;
 pub mod keygen;
 pub mod origin;
 pub mod serve;
+pub mod token;

@@ -1,0 +1,427 @@
+//! Starting the server roles in-process: [`start`] binds every listener, wires the roles
+//! together and returns a [`ServeHandle`]. `shoal serve` and `shoal demo` both use it.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use shoal_api::{Api, Endpoints, StaticTrackers, TrackerNode, HOST_PLACEHOLDER};
+use shoal_proto::ticket::{HmacKeys, Ticket};
+use shoal_proto::tracker::TRACKER_PATH;
+use shoal_stun::StunServer;
+use shoal_tracker::{TicketRequest, TicketVerifier, Tracker};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::config::{Role, ServeConfig};
+
+/// Path of the pingback endpoint (reserved).
+pub const PINGBACK_PATH: &str = "/v1/pingback";
+
+/// The process-wide Prometheus recorder (installed on first use). Every role records through
+/// the `metrics` facade; `/metrics` renders this handle. Code that runs next to `serve` in one
+/// process (the demo's origin) must use this handle rather than install its own recorder.
+pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("shoal_api_join_duration_seconds".into()),
+                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+                )
+                .and_then(|b| b.install_recorder())
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!("installing the Prometheus recorder: {e}"))
+}
+
+/// One bound HTTP listener and the roles it serves.
+#[derive(Clone, Debug)]
+pub struct HttpListener {
+    pub roles: Vec<Role>,
+    pub addr: SocketAddr,
+}
+
+/// Running roles. Dropping it does not stop them; call [`shutdown`](Self::shutdown).
+pub struct ServeHandle {
+    pub http: Vec<HttpListener>,
+    pub stun: Option<SocketAddr>,
+    pub roles: Vec<Role>,
+    /// The tracker role, for its statistics.
+    #[allow(dead_code)] // in-process surface, read by `shoal demo`
+    pub tracker: Option<Tracker>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<(String, anyhow::Result<()>)>,
+}
+
+/// `http://` URL for a bound address (unspecified addresses shown as loopback, which is where
+/// a local client reaches them).
+fn http_url(addr: SocketAddr) -> String {
+    format!("http://{}", connectable(addr))
+}
+
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V6(v6) if v6.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
+        _ => addr,
+    }
+}
+
+impl ServeHandle {
+    /// Base URL of the listener serving `role`.
+    #[allow(dead_code)] // in-process surface, used by `shoal demo`
+    pub fn url(&self, role: Role) -> Option<String> {
+        self.http.iter().find(|l| l.roles.contains(&role)).map(|l| http_url(l.addr))
+    }
+
+    /// `SHOAL_SERVE_READY http://HOST:PORT stun=HOST:PORT [role=URL ...]`: the first URL is the
+    /// listener carrying the API (or the first HTTP listener; `-` if none), `stun=` is present
+    /// when the STUN role runs, and every role on another listener is named with its URL.
+    pub fn ready_line(&self) -> String {
+        let main = self.http.iter().find(|l| l.roles.contains(&Role::Api)).or(self.http.first());
+        let mut line =
+            format!("SHOAL_SERVE_READY {}", main.map(|l| http_url(l.addr)).unwrap_or_else(|| "-".into()));
+        if let Some(s) = self.stun {
+            line.push_str(&format!(" stun={}", connectable(s)));
+        }
+        for l in &self.http {
+            if main.is_some_and(|m| m.addr == l.addr) {
+                continue;
+            }
+            for r in &l.roles {
+                line.push_str(&format!(" {}={}", r.name(), http_url(l.addr)));
+            }
+        }
+        line
+    }
+
+    /// Wait until a role stops by itself (an error: roles run until shut down).
+    pub async fn wait_any(&mut self) -> anyhow::Result<()> {
+        match self.tasks.join_next().await {
+            None => Ok(()),
+            Some(Ok((name, Ok(())))) => bail!("{name} stopped unexpectedly"),
+            Some(Ok((name, Err(e)))) => Err(e.context(format!("{name} failed"))),
+            Some(Err(e)) => bail!("a role panicked: {e}"),
+        }
+    }
+
+    /// Stop every role: listeners close, open connections get up to `grace` to finish, then
+    /// whatever is left (long-lived WebSockets) is cut.
+    pub async fn shutdown(mut self, grace: Duration) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        let mut first_err = None;
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(r) = self.tasks.join_next().await {
+                match r {
+                    Ok((_, Ok(()))) => {}
+                    Ok((name, Err(e))) => {
+                        first_err.get_or_insert(e.context(format!("{name} failed")));
+                    }
+                    Err(e) if e.is_cancelled() => {}
+                    Err(e) => {
+                        first_err.get_or_insert(anyhow::anyhow!("a role panicked: {e}"));
+                    }
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            self.tasks.abort_all();
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// The host name clients are told for derived URLs: the public URL's host, else the bound IP,
+/// else (bound to 0.0.0.0 / [::]) the host the client used, substituted per request.
+fn advertised_host(public_url: &str, bound: SocketAddr) -> String {
+    if let Some(h) = url_host(public_url) {
+        return h;
+    }
+    match bound.ip() {
+        ip if ip.is_unspecified() => HOST_PLACEHOLDER.to_owned(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+/// `https://host:port/path` → `host` (IPv6 literals keep their brackets).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let host = if authority.starts_with('[') {
+        &authority[..=authority.find(']')?]
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+/// Base URL (no trailing slash) of a listener as clients should use it.
+fn public_base(cfg: &ServeConfig, bound: SocketAddr, shared: bool) -> String {
+    let public = cfg.serve.public_url.trim_end_matches('/');
+    if shared && !public.is_empty() {
+        return public.to_owned();
+    }
+    let scheme = if public.starts_with("https://") { "https" } else { "http" };
+    format!("{scheme}://{}:{}", advertised_host(public, bound), bound.port())
+}
+
+fn ws_url(http_base: &str) -> String {
+    if let Some(rest) = http_base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = http_base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        http_base.to_owned()
+    }
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The tracker's admission check: the API's ticket, for this peer id and stream.
+pub fn ticket_verifier(keys: HmacKeys) -> Arc<dyn TicketVerifier> {
+    Arc::new(move |r: &TicketRequest<'_>| {
+        Ticket::verify_for(r.ticket, &keys, r.now_unix_ms, r.peer_id, r.stream)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}
+
+fn ticket_keys(cfg: &ServeConfig) -> anyhow::Result<HmacKeys> {
+    if !cfg.tickets.keys.is_empty() {
+        return HmacKeys::parse(&cfg.tickets.keys, &cfg.tickets.mint_kid).context("tickets.keys");
+    }
+    let roles = &cfg.serve.roles;
+    let api = roles.contains(&Role::Api);
+    let tracker = roles.contains(&Role::Tracker);
+    if api != tracker {
+        bail!(
+            "tickets.keys is empty but api and tracker do not run in the same process: set the same \
+             SHOAL_TICKETS_KEYS=kid:secret on every API and tracker node"
+        );
+    }
+    let secret = hex::encode(rand_bytes::<32>());
+    HmacKeys::parse(&[format!("local:{secret}")], "").context("random ticket key")
+}
+
+fn rand_bytes<const N: usize>() -> [u8; N] {
+    use std::io::Read;
+    let mut b = [0u8; N];
+    // /dev/urandom cannot fail short on Linux; fall back to the clock rather than abort.
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
+        let t = now_unix_ms().to_le_bytes();
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = t[i % 8] ^ (i as u8).wrapping_mul(151);
+        }
+    }
+    b
+}
+
+async fn health(roles: Vec<&'static str>) -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok", "roles": roles, "version": env!("CARGO_PKG_VERSION")}))
+}
+
+fn common_routes(roles: &[Role], metrics: PrometheusHandle) -> Router {
+    let names: Vec<&'static str> = roles.iter().map(|r| r.name()).collect();
+    Router::new().route("/health", get(move || health(names.clone()))).route(
+        "/metrics",
+        get(move || {
+            let body = metrics.render();
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+        }),
+    )
+}
+
+/// Bind and start every configured role.
+pub async fn start(cfg: ServeConfig) -> anyhow::Result<ServeHandle> {
+    let metrics = metrics_handle()?;
+    let roles = cfg.serve.roles.clone();
+    metrics::gauge!("shoal_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for r in &roles {
+        metrics::gauge!("shoal_serve_role", "role" => r.name()).set(1.0);
+    }
+    let tickets = ticket_keys(&cfg)?;
+
+    // The api, tracker and pingback roles share `serve.listen`; a role with its own
+    // `serve.<role>_listen` gets a listener of its own.
+    let mut groups: Vec<(String, Vec<Role>, bool)> = Vec::new();
+    for r in roles.iter().copied().filter(|r| *r != Role::Stun) {
+        let own = match r {
+            Role::Api => &cfg.serve.api_listen,
+            Role::Tracker => &cfg.serve.tracker_listen,
+            Role::Pingback => &cfg.serve.pingback_listen,
+            Role::Stun => unreachable!("filtered out above"),
+        };
+        if own.is_empty() {
+            match groups.iter_mut().find(|(_, _, shared)| *shared) {
+                Some(g) => g.1.push(r),
+                None => groups.push((cfg.serve.listen.clone(), vec![r], true)),
+            }
+        } else {
+            groups.push((own.clone(), vec![r], false));
+        }
+    }
+    let mut bound: Vec<(TcpListener, HttpListener, bool)> = Vec::new();
+    for (addr, group_roles, shared) in groups {
+        let l = TcpListener::bind(&addr).await.with_context(|| format!("binding HTTP listener {addr}"))?;
+        let local = l.local_addr()?;
+        bound.push((l, HttpListener { roles: group_roles, addr: local }, shared));
+    }
+    let stun_server = if roles.contains(&Role::Stun) {
+        Some(
+            StunServer::bind(&cfg.stun)
+                .await
+                .with_context(|| format!("binding STUN socket {}", cfg.stun.listen))?,
+        )
+    } else {
+        None
+    };
+    let stun_addr = stun_server.as_ref().map(|s| s.local_addr()).transpose()?;
+
+    let base_of = |role: Role| {
+        bound
+            .iter()
+            .find(|(_, h, _)| h.roles.contains(&role))
+            .map(|(_, h, shared)| public_base(&cfg, h.addr, *shared))
+    };
+    let trackers: Vec<TrackerNode> = if !cfg.api.trackers.is_empty() {
+        cfg.api.trackers.iter().map(|t| TrackerNode { url: t.url().to_owned(), weight: t.weight() }).collect()
+    } else {
+        base_of(Role::Tracker)
+            .map(|b| vec![TrackerNode { url: format!("{}{TRACKER_PATH}", ws_url(&b)), weight: 1.0 }])
+            .unwrap_or_default()
+    };
+    let stun_urls = if !cfg.stun.public.is_empty() {
+        cfg.stun.public.clone()
+    } else {
+        let shared_addr = bound.iter().find(|(_, _, s)| *s).map(|(_, h, _)| h.addr);
+        stun_addr
+            .map(|s| {
+                let host = advertised_host(&cfg.serve.public_url, shared_addr.unwrap_or(s));
+                vec![format!("stun:{host}:{}", s.port())]
+            })
+            .unwrap_or_default()
+    };
+    let pingback_url = if !cfg.pingback.url.is_empty() {
+        cfg.pingback.url.clone()
+    } else {
+        base_of(Role::Pingback).map(|b| format!("{b}{PINGBACK_PATH}")).unwrap_or_default()
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks: JoinSet<(String, anyhow::Result<()>)> = JoinSet::new();
+
+    let api = if roles.contains(&Role::Api) {
+        if cfg.api.cdn.is_empty() {
+            tracing::warn!(
+                "api.cdn is empty: clients get no CDN base and use the playlist URL they were given"
+            );
+        }
+        if trackers.is_empty() {
+            tracing::warn!(
+                "no tracker configured (api.trackers empty, no tracker role): joins answer p2p = false"
+            );
+        }
+        let endpoints = Endpoints {
+            trackers: Arc::new(StaticTrackers(trackers)),
+            stun: stun_urls,
+            pingback_url,
+            pingback_interval_ms: cfg.pingback.interval_ms,
+        };
+        Some(Arc::new(Api::new(
+            cfg.api.clone(),
+            cfg.auth.clone(),
+            tickets.clone(),
+            cfg.tickets.ttl_s,
+            endpoints,
+        )?))
+    } else {
+        None
+    };
+    let tracker = if roles.contains(&Role::Tracker) {
+        Some(Tracker::new(cfg.tracker.clone(), ticket_verifier(tickets.clone()))?)
+    } else {
+        None
+    };
+    if roles.contains(&Role::Pingback) {
+        tracing::warn!(
+            "the pingback role is reserved: it serves /health and /metrics, reports are not collected yet"
+        );
+    }
+
+    let mut listeners = Vec::new();
+    for (listener, info, _) in bound {
+        let mut app = common_routes(&info.roles, metrics.clone());
+        if info.roles.contains(&Role::Api) {
+            if let Some(api) = &api {
+                app = app.merge(shoal_api::router(api.clone()));
+            }
+        }
+        if info.roles.contains(&Role::Tracker) {
+            if let Some(t) = &tracker {
+                app = app.merge(t.router());
+            }
+        }
+        let mut stop = stop_rx.clone();
+        let name = format!("http listener {} ({})", info.addr, role_names(&info.roles));
+        tasks.spawn(async move {
+            let r = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+                .context("HTTP server");
+            (name, r)
+        });
+        listeners.push(info);
+    }
+    if let Some(server) = stun_server {
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            server
+                .run(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            ("stun".to_owned(), Ok(()))
+        });
+    }
+    Ok(ServeHandle { http: listeners, stun: stun_addr, roles, tracker, stop: stop_tx, tasks })
+}
+
+fn role_names(roles: &[Role]) -> String {
+    roles.iter().map(|r| r.name()).collect::<Vec<_>>().join("+")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_helpers() {
+        assert_eq!(url_host("https://shoal.example.com/x").as_deref(), Some("shoal.example.com"));
+        assert_eq!(url_host("http://[::1]:8080").as_deref(), Some("[::1]"));
+        assert_eq!(url_host("").as_deref(), None);
+        assert_eq!(ws_url("https://a.test"), "wss://a.test");
+        assert_eq!(ws_url("http://a.test:1"), "ws://a.test:1");
+        let any: SocketAddr = "0.0.0.0:8080".parse().expect("addr");
+        let lo: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        assert_eq!(advertised_host("", any), HOST_PLACEHOLDER);
+        assert_eq!(advertised_host("", lo), "127.0.0.1");
+        assert_eq!(advertised_host("https://pub.test", lo), "pub.test");
+        assert_eq!(http_url(any), "http://127.0.0.1:8080");
+    }
+}
