@@ -185,6 +185,8 @@ pub(crate) struct Core {
 
     snapshot: StatsSnapshot,
     last_stats: Instant,
+    /// Something a reader waits for changed (a delivery): publish at the end of this wake.
+    stats_dirty: bool,
 }
 
 pub(crate) struct CoreParts {
@@ -277,6 +279,7 @@ impl Core {
             srflx: None,
             snapshot,
             last_stats: start,
+            stats_dirty: true,
         })
     }
 
@@ -289,6 +292,7 @@ impl Core {
     }
 
     pub(crate) async fn run(mut self) -> StatsSnapshot {
+        self.publish_stats();
         if let Some(api) = self.cfg.api.clone() {
             self.join_task = Some(crate::join::spawn(
                 self.cdn.http.clone(),
@@ -517,7 +521,7 @@ impl Core {
         if self.announce_at.is_some_and(|a| a <= now) {
             self.announce();
         }
-        if now >= self.last_stats + STATS_EVERY {
+        if self.stats_dirty || now >= self.last_stats + STATS_EVERY {
             self.publish_stats();
         }
     }
@@ -565,6 +569,7 @@ impl Core {
                 }
             }
             Output::Deliver(d) => {
+                self.stats_dirty = true;
                 if self.exact_player.is_none()
                     && self.guess.rendition.as_deref() == Some(d.rendition.as_str())
                 {
@@ -1324,6 +1329,7 @@ impl Core {
 
     fn publish_stats(&mut self) {
         self.last_stats = Instant::now();
+        self.stats_dirty = false;
         let s = &mut self.snapshot;
         s.uptime_ms = self.start.elapsed().as_millis() as u64;
         s.fill_engine(self.engine.stats());
