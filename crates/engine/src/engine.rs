@@ -16,7 +16,7 @@ use crate::estimate::CdnEstimate;
 use crate::hrw;
 use crate::io::*;
 use crate::peer::{Peer, Upload};
-use crate::segment::{CdnReason, HttpJob, PeerDownload, Role, SegKey, Segment};
+use crate::segment::{CdnReason, HttpJob, PeerDownload, Pieces, Role, SegKey, Segment};
 use crate::stats::Stats;
 
 /// Peers beyond this many are refused whatever the tracker says.
@@ -71,7 +71,8 @@ pub struct Engine {
     started_at: Millis,
     rends: Vec<Rendition>,
     segments: BTreeMap<SegKey, Segment>,
-    peers: HashMap<PeerHandle, Peer>,
+    /// Ordered, so every iteration (and so every output) is the same on every run.
+    peers: BTreeMap<PeerHandle, Peer>,
     by_id: HashMap<String, PeerHandle>,
     banned: HashSet<String>,
     http: HashMap<HttpId, HttpTarget>,
@@ -121,7 +122,7 @@ impl Engine {
             started_at: now,
             rends: Vec::new(),
             segments: BTreeMap::new(),
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             by_id: HashMap::new(),
             banned: HashSet::new(),
             http: HashMap::new(),
@@ -669,7 +670,7 @@ impl Engine {
                 started: now,
                 first_byte_at: None,
                 status_ok: false,
-                buf: BytesMut::new(),
+                buf: Pieces::default(),
             });
             seg.http_attempts += 1;
             seg.retry_at = None;
@@ -816,9 +817,9 @@ impl Engine {
                     seg.first_data_at = Some(now);
                 }
                 if seg.entry.is_some() && !seg.unshareable {
-                    self.http_chunks(key, b);
+                    self.http_chunks(key, Some(b));
                 } else {
-                    job.buf.extend_from_slice(&b);
+                    job.buf.push(b);
                 }
             }
             HttpEvent::Done => {
@@ -833,16 +834,18 @@ impl Engine {
         }
     }
 
-    /// Cut CDN bytes into chunks, verify each against the signed entry, store it and let
-    /// waiting uploads relay it at once.
-    fn http_chunks(&mut self, key: SegKey, data: Bytes) {
+    /// Cut CDN bytes (`data` and what is already buffered) into chunks, verify each against
+    /// the signed entry, store it and let waiting uploads relay it at once.
+    fn http_chunks(&mut self, key: SegKey, data: Option<Bytes>) {
         let mut new_chunks = false;
         let mismatch;
         {
             let Some(seg) = self.segments.get_mut(&key) else { return };
             let Some(entry) = seg.entry.clone() else { return };
             let Some(mut job) = seg.http.take() else { return };
-            job.buf.extend_from_slice(&data);
+            if let Some(data) = data {
+                job.buf.push(data);
+            }
             mismatch = loop {
                 // Position of the first unconsumed byte: start of the range + what arrived
                 // - what is still buffered.
@@ -856,18 +859,20 @@ impl Engine {
                 if job.buf.len() < need {
                     break false;
                 }
-                let chunk = job.buf.split_to(need).freeze();
+                let chunk = job.buf.take(need);
                 if self.crypto.chunk_digest(&chunk) != entry.chunk_hashes[idx] {
                     // The CDN has different bytes than the origin signed (stale cache, another
                     // origin instance): give the player what the CDN has, share none of it.
                     self.stats.verify_failures += 1;
                     seg.unshareable = true;
-                    let mut all = BytesMut::new();
+                    let mut all = Pieces::default();
                     for c in seg.chunks.iter().take(idx).flatten() {
-                        all.extend_from_slice(c);
+                        all.push(c.clone());
                     }
-                    all.extend_from_slice(&chunk);
-                    all.extend_from_slice(&job.buf);
+                    all.push(chunk);
+                    for c in job.buf.to_vec() {
+                        all.push(c);
+                    }
                     job.buf = all;
                     break true;
                 }
@@ -910,7 +915,7 @@ impl Engine {
             return;
         }
         // Body kept whole: the entry was unknown (or did not match).
-        let body = job.buf.freeze();
+        let body = job.buf;
         if let Some(entry) = seg.entry.clone().filter(|_| !seg.unshareable) {
             self.adopt_raw(key, entry, body);
             return;
@@ -920,7 +925,7 @@ impl Engine {
     }
 
     /// A CDN body arrived whole before its entry; now the entry is here, cut and verify it.
-    fn adopt_raw(&mut self, key: SegKey, entry: Arc<SegmentEntry>, body: Bytes) {
+    fn adopt_raw(&mut self, key: SegKey, entry: Arc<SegmentEntry>, body: Pieces) {
         let Some(seg) = self.segments.get_mut(&key) else { return };
         if body.len() as u64 != entry.size {
             seg.unshareable = true;
@@ -933,7 +938,7 @@ impl Engine {
         let mut parts = Vec::with_capacity(entry.chunk_count());
         for i in 0..entry.chunk_count() {
             let (s, e) = entry.chunk_range(i);
-            let c = body.slice(s as usize..e as usize);
+            let c = body.slice(s as usize, e as usize);
             if self.crypto.chunk_digest(&c) != entry.chunk_hashes[i] {
                 ok = false;
                 break;
@@ -1026,11 +1031,10 @@ impl Engine {
             }
             seg.raw = Some(raw);
         }
-        let backlog = seg.http.as_mut().map(|job| std::mem::take(&mut job.buf).freeze());
-        if let Some(b) = backlog.filter(|b| !b.is_empty()) {
+        if seg.http.as_ref().is_some_and(|job| !job.buf.is_empty()) {
             // The CDN body so far was kept whole; cut it into chunks now (positions are
-            // computed from `received - buf.len()`, so it is simply fed again).
-            self.http_chunks(key, b);
+            // computed from `received - buf.len()`).
+            self.http_chunks(key, None);
         }
         self.step(key);
         self.pump_subscribers(key);
@@ -1122,7 +1126,7 @@ impl Engine {
             let chunks: Vec<Bytes> = seg.chunks.iter().flatten().cloned().collect();
             (chunks, seg.size().unwrap_or(0), true)
         } else if let Some(raw) = &seg.raw {
-            (vec![raw.clone()], raw.len() as u64, false)
+            (raw.to_vec(), raw.len() as u64, false)
         } else {
             return;
         };

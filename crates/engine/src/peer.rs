@@ -1,6 +1,6 @@
 //! A connected peer as this client sees it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use shoal_proto::wire::HaveState;
 
@@ -37,8 +37,8 @@ pub struct Peer {
     pub buffered: u64,
     pub haves: HashMap<SegKey, HaveState>,
     pub uploads: Vec<Upload>,
-    /// Requests this client has outstanding at the peer.
-    pub requests: HashMap<u32, SegKey>,
+    /// Requests this client has outstanding at the peer (ordered: it is iterated).
+    pub requests: BTreeMap<u32, SegKey>,
     /// Bytes per millisecond this peer delivered to us.
     pub rate: Ewma,
     pub failures: u32,
@@ -63,7 +63,7 @@ impl Peer {
             buffered: 0,
             haves: HashMap::new(),
             uploads: Vec::new(),
-            requests: HashMap::new(),
+            requests: BTreeMap::new(),
             rate: Ewma::new(100.0),
             failures: 0,
             busy_until: 0,

@@ -1,6 +1,7 @@
 //! One segment as this client knows it: its signed entry, the chunks it holds, who is
 //! delivering it and who waits for it.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -37,6 +38,90 @@ pub enum Role {
     Follower,
 }
 
+/// Bytes received in order, kept as the pieces they arrived in so a body is never copied:
+/// a chunk that lies inside one piece is a zero-copy slice of it. A driver that hands every
+/// engine slices of one shared buffer (the swarm simulator) gets chunks that share it too, and
+/// a device keeps one copy of what it received, not two.
+#[derive(Clone, Debug, Default)]
+pub struct Pieces {
+    parts: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Pieces {
+    pub fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.len += b.len();
+            self.parts.push_back(b);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Remove and return the first `n` bytes (fewer if there are fewer): a slice of the first
+    /// piece when it holds them all, a copy otherwise.
+    pub fn take(&mut self, n: usize) -> Bytes {
+        let n = n.min(self.len);
+        self.len -= n;
+        if let Some(front) = self.parts.front_mut() {
+            if front.len() >= n {
+                let out = front.split_to(n);
+                if front.is_empty() {
+                    self.parts.pop_front();
+                }
+                return out;
+            }
+        }
+        let mut v = BytesMut::with_capacity(n);
+        while v.len() < n {
+            let Some(front) = self.parts.front_mut() else { break };
+            let k = (n - v.len()).min(front.len());
+            v.extend_from_slice(&front.split_to(k));
+            if front.is_empty() {
+                self.parts.pop_front();
+            }
+        }
+        v.freeze()
+    }
+
+    /// Bytes `[start, end)` without removing them: a slice when one piece holds them.
+    pub fn slice(&self, start: usize, end: usize) -> Bytes {
+        let end = end.min(self.len);
+        if start >= end {
+            return Bytes::new();
+        }
+        let mut at = 0;
+        let mut out: Option<BytesMut> = None;
+        for p in &self.parts {
+            let (ps, pe) = (at, at + p.len());
+            at = pe;
+            if pe <= start {
+                continue;
+            }
+            if ps >= end {
+                break;
+            }
+            let (s, e) = (start.max(ps) - ps, end.min(pe) - ps);
+            if out.is_none() && ps <= start && end <= pe {
+                return p.slice(s..e);
+            }
+            out.get_or_insert_with(|| BytesMut::with_capacity(end - start)).extend_from_slice(&p[s..e]);
+        }
+        out.map(BytesMut::freeze).unwrap_or_default()
+    }
+
+    /// The pieces, in order (cheap clones of the same buffers).
+    pub fn to_vec(&self) -> Vec<Bytes> {
+        self.parts.iter().cloned().collect()
+    }
+}
+
 #[derive(Debug)]
 pub struct HttpJob {
     pub id: HttpId,
@@ -49,8 +134,9 @@ pub struct HttpJob {
     pub started: Millis,
     pub first_byte_at: Option<Millis>,
     pub status_ok: bool,
-    /// The chunk being filled (entry known) or the whole body (entry unknown).
-    pub buf: BytesMut,
+    /// Bytes not cut into chunks yet: the chunk being filled (entry known) or the whole body
+    /// (entry unknown).
+    pub buf: Pieces,
 }
 
 /// A request this client has outstanding at a peer.
@@ -78,7 +164,7 @@ pub struct Segment {
     pub prefix: usize,
     pub complete: bool,
     /// CDN body of a segment whose entry is unknown, or that failed verification.
-    pub raw: Option<Bytes>,
+    pub raw: Option<Pieces>,
     pub unshareable: bool,
     pub player_wants: bool,
     pub player_asked_at: Option<Millis>,
@@ -203,5 +289,32 @@ impl Segment {
 
     pub fn skipping(&self, peer: PeerHandle, now: Millis) -> bool {
         self.skip_peers.iter().any(|&(p, until)| p == peer && until > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_slice_without_copying_inside_a_piece_and_copy_across() {
+        let buf = Bytes::from((0u8..=255).cycle().take(100_000).collect::<Vec<u8>>());
+        let mut p = Pieces::default();
+        p.push(buf.slice(0..64_000));
+        p.push(buf.slice(64_000..100_000));
+        assert_eq!(p.len(), 100_000);
+        let s = p.slice(16_000, 32_000);
+        assert_eq!(s.as_ptr(), buf[16_000..].as_ptr(), "inside one piece: shared");
+        let across = p.slice(60_000, 70_000);
+        assert_eq!(&across[..], &buf[60_000..70_000]);
+        let first = p.take(16_000);
+        assert_eq!(first.as_ptr(), buf.as_ptr());
+        let span = p.take(60_000);
+        assert_eq!(&span[..], &buf[16_000..76_000]);
+        assert_eq!(p.len(), 24_000);
+        assert_eq!(p.take(1_000_000).len(), 24_000);
+        assert!(p.is_empty());
+        let whole: Vec<u8> = p.to_vec().concat();
+        assert!(whole.is_empty());
     }
 }
