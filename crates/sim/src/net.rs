@@ -1,0 +1,208 @@
+//! The network model, flow level, one 16 kB DataChannel message at a time.
+//!
+//! - **Uplink.** Each viewer's uplink sends one message at a time at its capacity, taking the
+//!   connections that have something queued in turn (round robin, one message each): a fair
+//!   share per connection, as SCTP streams over one congestion-controlled path get. Messages
+//!   below [`SMALL`] bytes (haves, requests, pings) leave without an event of their own but
+//!   still take their transmission time on the uplink. Whatever the engine writes waits in the
+//!   connection's queue; the queued byte count is reported back to the engine as the
+//!   DataChannel's `bufferedAmount` after every data message leaves.
+//! - **Path.** A message arrives one-way latency after it left (per pair, from locality
+//!   groups: same group close, different groups far), plus jitter and, when lost, a
+//!   retransmission timeout. Channels are reliable and ordered: a message never overtakes the
+//!   one before it on its connection.
+//! - **Downlink.** Each viewer's downlink receives one message at a time at its capacity, in
+//!   the order messages were sent (first come, first reserved). CDN transfers go through it too.
+//! - **CDN.** A transfer's first byte arrives one round trip plus the server's first-byte time
+//!   after the request; then it streams in 64 kB pieces at min(per-flow rate, capacity ÷
+//!   active transfers), re-evaluated at every piece.
+//! - **Connectivity.** Two viewers connect unless one is firewalled (UDP blocked, no TURN),
+//!   both have endpoint-dependent (symmetric) NATs, or an EIM–symmetric pair draws failure;
+//!   an attempt that fails does so after the connect timeout; one that works takes the setup
+//!   time plus four round trips (ICE checks, DTLS, SCTP).
+
+use std::collections::VecDeque;
+
+use shoal_proto::wire::{Message, DATA_HEADER};
+
+use crate::rng::{hash64, unit_of};
+use crate::scenario::Network;
+
+/// Messages at most this big leave the uplink without an event of their own.
+pub const SMALL: u64 = 1_200;
+/// CDN transfers stream in pieces of this many bytes (4 chunks; chunk-aligned when the
+/// transfer starts at a chunk boundary, which the engine's Range requests always do).
+pub const PIECE: usize = 64_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatKind {
+    Open,
+    Eim,
+    Symmetric,
+    Firewalled,
+}
+
+impl NatKind {
+    /// What the viewer reports to the tracker (STUN cannot classify a firewalled client).
+    pub fn reported(self) -> shoal_proto::tracker::Nat {
+        use shoal_proto::tracker::Nat;
+        match self {
+            NatKind::Open => Nat::Open,
+            NatKind::Eim => Nat::Eim,
+            NatKind::Symmetric => Nat::Symmetric,
+            NatKind::Firewalled => Nat::Unknown,
+        }
+    }
+}
+
+/// Whether viewers `a` and `b` can open a direct connection.
+pub fn can_connect(net: &Network, seed: u64, a: (u32, NatKind), b: (u32, NatKind)) -> bool {
+    use NatKind::*;
+    match (a.1, b.1) {
+        (Firewalled, _) | (_, Firewalled) => false,
+        (Symmetric, Symmetric) => false,
+        (Eim, Symmetric) | (Symmetric, Eim) => {
+            let (x, y) = (a.0.min(b.0) as u64, a.0.max(b.0) as u64);
+            unit_of(hash64(&[seed, 0x4e41_5400, x, y])) >= net.nat.eim_symmetric_fail
+        }
+        _ => true,
+    }
+}
+
+/// One-way latency between two viewers, microseconds.
+pub fn latency_us(net: &Network, seed: u64, a: (u32, u16), b: (u32, u16)) -> u64 {
+    let (x, y) = (a.0.min(b.0) as u64, a.0.max(b.0) as u64);
+    let u = unit_of(hash64(&[seed, 0x4c41_5400, x, y]));
+    let [lo, hi] = if a.1 == b.1 { net.same_locality_ms } else { net.other_locality_ms };
+    ((lo + (hi - lo) * u) * 1_000.0) as u64
+}
+
+/// Bytes a message takes on the wire (its encoded size, estimated without encoding).
+pub fn wire_size(msg: &Message) -> u64 {
+    match msg {
+        Message::Data { payload, .. } => (DATA_HEADER + payload.len()) as u64,
+        Message::Entry(e) => 120 + e.uri.len() as u64 + 32 * e.chunk_hashes.len() as u64,
+        Message::Hello(h) => 40 + h.peer_id.len() as u64 + h.stream.len() as u64 + 16 * h.renditions.len() as u64,
+        Message::Have { rendition, .. } => 16 + rendition.len() as u64,
+        Message::HaveMap { rendition, .. } => 20 + rendition.len() as u64,
+        Message::Request { rendition, .. } => 24 + rendition.len() as u64,
+        Message::Bye { text, .. } => 3 + text.len() as u64,
+        _ => 9,
+    }
+}
+
+/// Microseconds to move `bytes` at `bps`.
+pub fn tx_us(bytes: u64, bps: u64) -> u64 {
+    (bytes * 8 * 1_000_000).div_ceil(bps.max(1)).max(1)
+}
+
+/// One direction of a connection.
+#[derive(Default)]
+pub struct Dir {
+    /// Written by the engine, not yet sent by the uplink.
+    pub queue: VecDeque<Message>,
+    pub queued: u64,
+    /// The connection is in its sender's round-robin ring.
+    pub in_ring: bool,
+    /// Sent, not yet arrived: (arrival time µs, message).
+    pub flight: VecDeque<(u64, Message)>,
+    pub last_arrival: u64,
+    /// Requests the receiver of the data (the other end) made on this direction's reverse:
+    /// `(req_id, rendition, seq)`, so a data message can be tied to its segment.
+    pub reqs: VecDeque<(u32, u16, u64)>,
+}
+
+impl Dir {
+    pub fn req_segment(&self, req_id: u32) -> Option<(u16, u64)> {
+        self.reqs.iter().rev().find(|r| r.0 == req_id).map(|r| (r.1, r.2))
+    }
+
+    pub fn note_request(&mut self, req_id: u32, rend: u16, seq: u64) {
+        if self.reqs.len() >= 128 {
+            self.reqs.pop_front();
+        }
+        self.reqs.push_back((req_id, rend, seq));
+    }
+}
+
+/// A connection between viewers `a` and `b` (direction 0 is a → b).
+pub struct Conn {
+    pub a: u32,
+    pub b: u32,
+    /// The handle each end uses for the other.
+    pub ha: u64,
+    pub hb: u64,
+    pub open: bool,
+    pub lat_us: u64,
+    pub dirs: [Dir; 2],
+}
+
+impl Conn {
+    pub fn sender(&self, dir: usize) -> u32 {
+        if dir == 0 {
+            self.a
+        } else {
+            self.b
+        }
+    }
+
+    pub fn receiver(&self, dir: usize) -> u32 {
+        if dir == 0 {
+            self.b
+        } else {
+            self.a
+        }
+    }
+
+    /// The handle the receiver of `dir` knows the sender by.
+    pub fn receiver_handle(&self, dir: usize) -> u64 {
+        if dir == 0 {
+            self.hb
+        } else {
+            self.ha
+        }
+    }
+
+    pub fn sender_handle(&self, dir: usize) -> u64 {
+        if dir == 0 {
+            self.ha
+        } else {
+            self.hb
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nat_rules() {
+        let net = Network::default();
+        use NatKind::*;
+        assert!(!can_connect(&net, 1, (1, Firewalled), (2, Open)));
+        assert!(!can_connect(&net, 1, (1, Symmetric), (2, Symmetric)));
+        assert!(can_connect(&net, 1, (1, Symmetric), (2, Open)));
+        assert!(can_connect(&net, 1, (1, Eim), (2, Eim)));
+        let fails = (0..10_000u32).filter(|&i| !can_connect(&net, 1, (i, Eim), (i + 1, Symmetric))).count();
+        assert!((4_500..5_500).contains(&fails), "{fails}");
+        assert_eq!(
+            can_connect(&net, 1, (7, Eim), (9, Symmetric)),
+            can_connect(&net, 1, (9, Symmetric), (7, Eim)),
+            "symmetric in its arguments"
+        );
+    }
+
+    #[test]
+    fn latency_depends_on_locality_and_is_symmetric() {
+        let net = Network::default();
+        for i in 0..100 {
+            let same = latency_us(&net, 3, (i, 0), (i + 5, 0));
+            let other = latency_us(&net, 3, (i, 0), (i + 5, 1));
+            assert!((5_000..=20_000).contains(&same));
+            assert!((25_000..=60_000).contains(&other));
+            assert_eq!(same, latency_us(&net, 3, (i + 5, 0), (i, 0)));
+        }
+        assert_eq!(tx_us(16_000, 8_000_000), 16_000);
+    }
+}
