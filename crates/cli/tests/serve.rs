@@ -102,7 +102,7 @@ async fn serve_runs_all_roles_from_one_command() {
     let health: serde_json::Value =
         http.get(format!("{base}/health")).send().await.expect("health").json().await.expect("json");
     assert_eq!(health["status"], "ok");
-    assert_eq!(health["roles"], json!(["api", "tracker", "pingback"]), "HTTP roles on the shared listener");
+    assert_eq!(health["roles"], json!(["api", "tracker", "pingback", "stun"]));
 
     // Token from `shoal token`, join from a page.
     let token = mint("demo", "https://site.test");
@@ -211,6 +211,38 @@ async fn serve_separate_listeners_and_a_subset_of_roles() {
     // The API listener does not serve the tracker.
     let r = http.get(format!("{}/v1/tracker", ready.url)).send().await.expect("get");
     assert_eq!(r.status(), 404);
+    let status = serve.stop(Duration::from_secs(15)).expect("stop");
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn serve_stun_only_still_has_health_and_metrics() {
+    let dir = TestDir::new("serve_stun_only_still_has_health_and_metrics").expect("test dir");
+    let mut serve = Proc::builder("serve", SHOAL)
+        .args(["serve", "--roles", "stun", "--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0"])
+        .log_dir(dir.path())
+        .spawn()
+        .expect("spawn");
+    let ready = serve.wait_ready("SERVE", Duration::from_secs(60)).expect("ready line");
+    let stun: SocketAddr = field(&ready.fields, "stun").expect("stun= field").parse().expect("addr");
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let mapped =
+        shoal_stun::query(&sock, stun, shoal_stun::QueryOptions::default()).await.expect("STUN answer");
+    assert_eq!(mapped, sock.local_addr().expect("addr"));
+    let http = reqwest::Client::new();
+    let health: serde_json::Value =
+        http.get(format!("{}/health", ready.url)).send().await.expect("health").json().await.expect("json");
+    assert_eq!(health["roles"], json!(["stun"]));
+    let m =
+        http.get(format!("{}/metrics", ready.url)).send().await.expect("metrics").text().await.expect("text");
+    assert!(m.contains("shoal_stun_requests_total{outcome=\"answered\"}"), "{m}");
+    let r = http
+        .post(format!("{}/v1/join", ready.url))
+        .json(&json!({"stream": "demo"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 404, "no API role");
     let status = serve.stop(Duration::from_secs(15)).expect("stop");
     assert!(status.success(), "exit status {status}");
 }

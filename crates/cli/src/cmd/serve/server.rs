@@ -85,8 +85,9 @@ impl ServeHandle {
     }
 
     /// `SHOAL_SERVE_READY http://HOST:PORT stun=HOST:PORT [role=URL ...]`: the first URL is the
-    /// listener carrying the API (or the first HTTP listener; `-` if none), `stun=` is present
-    /// when the STUN role runs, and every role on another listener is named with its URL.
+    /// listener carrying the API, else the first HTTP listener (there is always one: a STUN-only
+    /// process still serves /health and /metrics); `stun=` is present when the STUN role runs,
+    /// and every role on another listener is named with its URL.
     pub fn ready_line(&self) -> String {
         let main = self.http.iter().find(|l| l.roles.contains(&Role::Api)).or(self.http.first());
         let mut line =
@@ -274,6 +275,10 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<ServeHandle> {
             groups.push((own.clone(), vec![r], false));
         }
     }
+    // A STUN-only process still serves /health and /metrics on the shared listener.
+    if groups.is_empty() {
+        groups.push((cfg.serve.listen.clone(), Vec::new(), true));
+    }
     let mut bound: Vec<(TcpListener, HttpListener, bool)> = Vec::new();
     for (addr, group_roles, shared) in groups {
         let l = TcpListener::bind(&addr).await.with_context(|| format!("binding HTTP listener {addr}"))?;
@@ -363,8 +368,13 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<ServeHandle> {
     }
 
     let mut listeners = Vec::new();
-    for (listener, info, _) in bound {
-        let mut app = common_routes(&info.roles, metrics.clone());
+    for (listener, info, shared) in bound {
+        // /health of the shared listener also answers for the STUN role (which has no HTTP).
+        let mut health_roles = info.roles.clone();
+        if shared && stun_addr.is_some() {
+            health_roles.push(Role::Stun);
+        }
+        let mut app = common_routes(&health_roles, metrics.clone());
         if info.roles.contains(&Role::Api) {
             if let Some(api) = &api {
                 app = app.merge(shoal_api::router(api.clone()));
