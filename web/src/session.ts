@@ -213,7 +213,7 @@ export class Session {
         return;
       }
       case 'fetch':
-        this.startFetch(a.id, a.url, a.rangeStart, a.rangeEnd);
+        this.startFetch(a.id, a.url, a.rangeStart, a.rangeEnd, a.fetchKind === 'manifest');
         return;
       case 'cancel': {
         const c = this.http.get(a.id);
@@ -265,7 +265,7 @@ export class Session {
 
   // ------------------------------------------------------------------ HTTP
 
-  private startFetch(id: number, url: string, start: number | undefined, end: number | undefined): void {
+  private startFetch(id: number, url: string, start: number | undefined, end: number | undefined, manifest: boolean): void {
     const ctl = new AbortController();
     this.http.set(id, ctl);
     const headers: Record<string, string> = {};
@@ -273,7 +273,9 @@ export class Session {
     const live = () => !this.closed && this.http.get(id) === ctl;
     void (async () => {
       try {
-        const res = await fetch(url, { headers, signal: ctl.signal, credentials: 'omit' });
+        // A manifest cached by the browser for its max-age would lack the newest entries:
+        // revalidate it every time (segments are immutable and may come from the cache).
+        const res = await fetch(url, { headers, signal: ctl.signal, credentials: 'omit', cache: manifest ? 'no-cache' : 'default' });
         if (!live()) return;
         this.feed((e, now) => e.httpResponse(id, res.status, totalOf(res), now));
         if (!res.body) {

@@ -210,6 +210,12 @@ export class Shoal {
         this.emit('p2p', { enabled: false, reason: this.p2pReason, peerId: resp.peer_id });
         return;
       }
+      if (typeof RTCPeerConnection !== 'function' || typeof WebAssembly !== 'object') {
+        this.p2pReason = 'unsupported';
+        this.log('info', 'this browser lacks WebRTC or WebAssembly: CDN only');
+        this.emit('p2p', { enabled: false, reason: 'unsupported', peerId: resp.peer_id });
+        return;
+      }
       let wasm;
       try {
         wasm = await loadWasm(this.opts.wasmUrl);
@@ -333,7 +339,13 @@ export class Shoal {
       return;
     }
     this.playlists.set(name, m.segments);
+    // hls.js (re)loads the playlist of the level it plays: the swarm to announce in.
+    if (this.rendition !== name) {
+      this.rendition = name;
+      this.nextSeq = null;
+    }
     this.session?.playlist(name, m.segments);
+    this.reportPlayer();
   }
 
   // ------------------------------------------------------------------ player
@@ -391,7 +403,8 @@ export class Shoal {
     const s = this.session;
     const frag = ctx?.frag;
     if (!s || !frag || typeof frag.sn !== 'number' || ctx.part) return null;
-    if (ctx.rangeStart !== undefined && (ctx.rangeStart !== 0 || ctx.rangeEnd !== undefined)) return null;
+    // hls.js sets rangeStart = rangeEnd = 0 for a whole fragment.
+    if ((ctx.rangeStart ?? 0) > 0 || (ctx.rangeEnd ?? 0) > 0) return null;
     if (frag.byteRangeStartOffset !== undefined && frag.byteRangeStartOffset !== null && frag.byteRange?.length) return null;
     let rendition = typeof frag.baseurl === 'string' ? this.renditionOfUrl(frag.baseurl) : undefined;
     const seq = frag.sn as number;

@@ -128,8 +128,6 @@ export interface ShoalEvents {
   segment: SegmentEvent;
   /** Something failed verification or a peer misbehaved (the player is not affected). */
   verification: { reason: string };
-  /** A non-fatal error of the SDK (the player keeps playing from the CDN). */
-  error: { reason: string };
 }
 
 /** The few parts of an `Hls` instance the SDK uses (no import of hls.js needed). */
