@@ -158,7 +158,7 @@ impl Netns {
             })
             .build()
             .context("building tokio runtime")?;
-        Ok(NsRuntime { rt })
+        Ok(NsRuntime { rt: Some(rt) })
     }
 
     /// Pids of the processes whose network namespace this is.
@@ -244,9 +244,19 @@ pub(crate) fn run_checked(cmd: &mut Command) -> Result<String> {
 ///
 /// Futures must run on its worker threads to be inside: [`NsRuntime::block_on`] spawns the
 /// future and waits for it, unlike `Runtime::block_on`, which polls it on the calling thread.
+/// Dropping it gives running tasks 5 s to finish: a task that never ends (a source loop nobody
+/// cancelled) must not hang the test.
 #[derive(Debug)]
 pub struct NsRuntime {
-    rt: tokio::runtime::Runtime,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for NsRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
 }
 
 impl NsRuntime {
@@ -257,7 +267,8 @@ impl NsRuntime {
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match self.rt.block_on(self.rt.spawn(fut)) {
+        let rt = self.runtime();
+        match rt.block_on(rt.spawn(fut)) {
             Ok(out) => out,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => panic!("task in namespace runtime was cancelled: {e}"),
@@ -266,6 +277,10 @@ impl NsRuntime {
 
     /// For `spawn`: tasks spawned through it run inside the namespace.
     pub fn handle(&self) -> &tokio::runtime::Handle {
-        self.rt.handle()
+        self.runtime().handle()
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.rt.as_ref().expect("the runtime is only taken out in drop")
     }
 }

@@ -57,6 +57,11 @@ pub fn die_with_parent() -> io::Result<()> {
     }
 }
 
+/// Whether `pid` runs (a zombie, exited but not yet reaped, counts as gone).
 pub fn process_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the parenthesised command name, which may contain spaces.
+        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
 }

@@ -167,3 +167,23 @@ fn proc_times_out_waiting_and_stop_escalates_to_sigkill() {
     assert!(!status.success());
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }
+
+#[test]
+fn dropping_a_namespace_runtime_does_not_wait_for_endless_tasks() {
+    let ns = Netns::new().expect("namespace");
+    let rt = ns.tokio_runtime(1).expect("runtime");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    // Bounded so the thread itself ends soon after the test.
+    rt.handle().spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let started = Instant::now();
+    drop(rt);
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(took < Duration::from_secs(8), "runtime drop took {took:?}");
+}
