@@ -23,6 +23,9 @@ enum Command {
     /// Run the Origin: a live HLS source (synthetic, ffmpeg PUT ingest, or relay of an upstream
     /// URL) that publishes signed segment hashes.
     Origin(cmd::origin::Args),
+    /// Play a stream through Shoal (native SDK): prints a local URL for any HLS player, or
+    /// plays it itself with `--headless`.
+    Play(cmd::play::Args),
     /// Generate an Ed25519 key pair for signing segment manifests.
     Keygen(cmd::keygen::Args),
     /// Mint a viewer token (HS256 JWT) for `POST /v1/join`.
@@ -38,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Origin(a) => cmd::origin::run(a),
+        Command::Play(a) => cmd::play::run(a),
         Command::Keygen(a) => cmd::keygen::run(a),
         Command::Token(a) => cmd::token::run(a),
         Command::Bench(a) => cmd::bench::run(a),

@@ -81,6 +81,7 @@ impl Client {
                 tracing::error!("proxy server: {e}");
             }
         });
+        let wait_join = cfg.api.is_some();
         let headless_cfg =
             cfg.headless.then(|| (cfg.rendition.clone(), cfg.duration_s, cfg.status_interval_ms));
         let core = Core::new(CoreParts { cfg, socket, rx, tx: tx.clone(), cdn, stats_tx, stream })?;
@@ -97,6 +98,7 @@ impl Client {
                 core: tx.clone(),
                 stats: stats.rx.clone(),
                 stop: stop_rx,
+                wait_join,
             }))
         });
         Ok(Client {

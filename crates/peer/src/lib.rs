@@ -23,6 +23,7 @@
 //! usable NAT, every segment comes from the CDN and the client keeps retrying in the
 //! background. Design and operations: `docs/native-sdk.md`.
 
+pub mod bench;
 mod cdn;
 mod client;
 pub mod config;

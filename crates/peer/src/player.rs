@@ -20,6 +20,9 @@ const MAX_AHEAD_MS: u64 = 30_000;
 const TICK: Duration = Duration::from_millis(50);
 const REPORT_EVERY: Duration = Duration::from_millis(250);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the headless player waits for the join before it starts (it plays from the CDN
+/// either way).
+const JOIN_WAIT: Duration = Duration::from_secs(3);
 
 /// What the headless player saw, as printed at the end of `shoal play --headless`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -62,6 +65,8 @@ pub struct HeadlessParams {
     pub core: mpsc::UnboundedSender<CoreMsg>,
     pub stats: watch::Receiver<StatsSnapshot>,
     pub stop: watch::Receiver<bool>,
+    /// An API is configured: wait (briefly) for the join before playing.
+    pub wait_join: bool,
 }
 
 struct Fetched {
@@ -77,6 +82,13 @@ pub async fn run(p: HeadlessParams) -> HeadlessSummary {
     let ended =
         |stop: &watch::Receiver<bool>| *stop.borrow() || p.duration.is_some_and(|d| started.elapsed() >= d);
 
+    // Give the join a moment: segments played before it cannot be verified (no origin key yet).
+    if p.wait_join {
+        let until = Instant::now() + JOIN_WAIT;
+        while Instant::now() < until && !p.stats.borrow().joined && !ended(&stop) {
+            let _ = tokio::time::timeout(Duration::from_millis(50), stop.changed()).await;
+        }
+    }
     // Master playlist → rendition.
     let rendition = loop {
         if ended(&stop) {

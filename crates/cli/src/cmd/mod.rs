@@ -4,5 +4,6 @@ pub mod bench;
 pub mod demo;
 pub mod keygen;
 pub mod origin;
+pub mod play;
 pub mod serve;
 pub mod token;

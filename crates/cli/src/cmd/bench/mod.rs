@@ -3,6 +3,8 @@
 
 use clap::Subcommand;
 
+pub mod peer;
+
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -10,8 +12,14 @@ pub struct Args {
 }
 
 #[derive(Subcommand)]
-pub enum Bench {}
+pub enum Bench {
+    /// DataChannel throughput between two native peers over loopback, CPU per Mbit/s and
+    /// memory per connected peer.
+    Peer(peer::Args),
+}
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    match args.which {}
+    match args.which {
+        Bench::Peer(a) => peer::run(a),
+    }
 }
