@@ -65,18 +65,30 @@ pub fn router(origin: Origin) -> Router {
         .layer(cors);
     let ingest = Router::new()
         .route("/ingest/{stream}/{file}", any(ingest::handle_flat))
-        .route("/ingest/{stream}/{rendition}/{file}", any(ingest::handle_nested))
-        .route("/ingest/{*rest}", any(ingest_bad_path));
+        .route("/ingest/{stream}/{rendition}/{file}", any(ingest::handle_nested));
     Router::new().merge(serving).merge(ingest).fallback(fallback).with_state(origin)
 }
 
 async fn fallback(method: Method, uri: Uri, ci: Option<ConnectInfoExt>) -> Response {
-    tracing::info!(%method, path = %uri.path(), peer = ?ci.map(|c| c.0), "no such path");
+    let peer = ci.map(|c| c.0);
+    if uri.path().starts_with("/ingest/") {
+        return error(
+            &method,
+            &uri,
+            StatusCode::BAD_REQUEST,
+            "ingest path must be /ingest/{stream}/[{rendition}/]{file}",
+        );
+    }
+    if uri.path().starts_with("/live/") {
+        return error(
+            &method,
+            &uri,
+            StatusCode::BAD_REQUEST,
+            "path must be /live/{stream}/master.m3u8 or /live/{stream}/{rendition}/{file}",
+        );
+    }
+    tracing::info!(%method, path = %uri.path(), ?peer, "no such path");
     (StatusCode::NOT_FOUND, [(header::CACHE_CONTROL, CC_ERROR)], "not found\n").into_response()
-}
-
-async fn ingest_bad_path(method: Method, uri: Uri) -> Response {
-    error(&method, &uri, StatusCode::BAD_REQUEST, "ingest path must be /ingest/{stream}/[{rendition}/]{file}")
 }
 
 /// The peer address when the server was started with connect info (optional extractor).

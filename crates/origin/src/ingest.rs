@@ -50,6 +50,11 @@ struct StreamIngest {
 struct RenditionIngest {
     numbering: RenditionNumbering,
     pending: VecDeque<PendingSegment>,
+    /// ffmpeg's newest playlist. ffmpeg sends a segment and the playlist naming it on two
+    /// connections at once, so either may complete first: both events run the publish pass.
+    playlist: Option<m3u8_rs::MediaPlaylist>,
+    /// The newest playlist showed the upstream starting over; applies to its first segment.
+    restart: bool,
 }
 
 /// Ingest bookkeeping of all streams.
@@ -112,6 +117,7 @@ async fn handle(
     let method = req.method().clone();
     let uri = req.uri().clone();
     let peer = peer_of(&req);
+    tracing::debug!(%method, path = %uri.path(), ?peer, "ingest request");
     let cfg = &o.config.ingest;
     let Some(expected) = cfg.key.as_deref() else {
         return error(
@@ -239,7 +245,10 @@ async fn handle(
             }
         }
         tracing::debug!(stream, rendition, file, "ingest segment received");
-        return StatusCode::CREATED.into_response();
+        return match publish_pending(&o, &stream, st, &rendition) {
+            Ok(_) => StatusCode::CREATED.into_response(),
+            Err(e) => store_error(&method, &uri, e),
+        };
     }
     // A playlist.
     let parsed = match m3u8_rs::parse_playlist_res(&body) {
@@ -271,15 +280,48 @@ async fn handle(
             }
             StatusCode::NO_CONTENT.into_response()
         }
-        Playlist::MediaPlaylist(pl) => match publish_from_playlist(&o, &stream, &rendition, &pl) {
-            Ok(n) => {
-                if n > 0 {
-                    tracing::debug!(stream, rendition, published = n, "ingest playlist processed");
-                }
-                StatusCode::NO_CONTENT.into_response()
+        Playlist::MediaPlaylist(pl) => {
+            if let Err(e) = o.store.open_stream(&stream, SourceKind::Ingest) {
+                return store_error(&method, &uri, e);
             }
-            Err(e) => store_error(&method, &uri, e),
-        },
+            let mut all = o.ingest.streams.lock().unwrap_or_else(PoisonError::into_inner);
+            if !all.contains_key(&stream) && all.len() >= cfg.max_streams {
+                return error(&method, &uri, StatusCode::SERVICE_UNAVAILABLE, "too many ingest streams");
+            }
+            let st = all.entry(stream.clone()).or_insert_with(|| StreamIngest {
+                numbering: StreamNumbering::new(now_ms() / 1000),
+                ..Default::default()
+            });
+            if !st.renditions.contains_key(&rendition) && st.renditions.len() >= cfg.max_renditions {
+                return error(
+                    &method,
+                    &uri,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many renditions in this ingest stream",
+                );
+            }
+            let r = st.renditions.entry(rendition.clone()).or_default();
+            let newest = pl.media_sequence + pl.segments.len().saturating_sub(1) as u64;
+            if !pl.segments.is_empty() && r.numbering.last_upstream().is_some_and(|l| newest < l) {
+                tracing::info!(
+                    stream,
+                    rendition,
+                    newest,
+                    "ingest restarted (sequence numbers went back): continuing with a discontinuity"
+                );
+                r.restart = true;
+            }
+            r.playlist = Some(pl);
+            match publish_pending(&o, &stream, st, &rendition) {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::debug!(stream, rendition, published = n, "ingest playlist processed");
+                    }
+                    StatusCode::NO_CONTENT.into_response()
+                }
+                Err(e) => store_error(&method, &uri, e),
+            }
+        }
     }
 }
 
@@ -312,45 +354,26 @@ fn file_name(uri: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// Publish every segment the playlist names that was uploaded and is new. Returns how many.
-fn publish_from_playlist(
+/// Publish, in order, every new segment the rendition's newest playlist names that has been
+/// uploaded. Returns how many.
+fn publish_pending(
     o: &Origin,
     stream: &str,
+    st: &mut StreamIngest,
     rendition: &str,
-    pl: &m3u8_rs::MediaPlaylist,
 ) -> Result<usize, StoreError> {
     let s = o.store.open_stream(stream, SourceKind::Ingest)?;
-    let mut all = o.ingest.streams.lock().unwrap_or_else(PoisonError::into_inner);
-    let Some(st) = all.get_mut(stream) else { return Ok(0) };
+    let declared = st.declared.get(rendition).cloned().unwrap_or_default();
     let Some(r) = st.renditions.get_mut(rendition) else { return Ok(0) };
-    let newest = pl.media_sequence + pl.segments.len().saturating_sub(1) as u64;
-    let mut restart = !pl.segments.is_empty() && r.numbering.last_upstream().is_some_and(|l| newest < l);
-    if restart {
-        tracing::info!(
-            stream,
-            rendition,
-            newest,
-            "ingest restarted (sequence numbers went back): continuing with a discontinuity"
-        );
-    }
+    let Some(pl) = r.playlist.as_ref() else { return Ok(0) };
     let mut published = 0;
     for (i, seg) in pl.segments.iter().enumerate() {
         let up = pl.media_sequence + i as u64;
-        if !restart && !StreamNumbering::is_new(&r.numbering, up) {
+        if !r.restart && !StreamNumbering::is_new(&r.numbering, up) {
             continue;
         }
         let name = file_name(&seg.uri);
-        let Some(pos) = r.pending.iter().position(|p| p.name == name) else {
-            if restart || StreamNumbering::is_new(&r.numbering, up) {
-                tracing::debug!(
-                    stream,
-                    rendition,
-                    uri = seg.uri,
-                    "playlist names a segment not uploaded (yet)"
-                );
-            }
-            continue;
-        };
+        let Some(pos) = r.pending.iter().position(|p| p.name == name) else { continue };
         let Some(p) = r.pending.remove(pos) else { continue };
         let duration = f64::from(seg.duration);
         if !(duration.is_finite() && duration > 0.0 && duration * 1000.0 <= MAX_SEGMENT_MS) {
@@ -364,8 +387,8 @@ fn publish_from_playlist(
             continue;
         }
         let duration_ms = (duration * 1000.0).round() as u32;
-        let assigned = st.numbering.assign(&mut r.numbering, up, restart);
-        restart = false;
+        let assigned = st.numbering.assign(&mut r.numbering, up, r.restart);
+        r.restart = false;
         let upstream_pdt = seg.program_date_time.map(|t| t.timestamp_millis().max(0) as u64);
         let pdt = st.numbering.pdt(
             &mut r.numbering,
@@ -376,12 +399,11 @@ fn publish_from_playlist(
         );
         // Master-playlist attributes: ffmpeg's master if it sent one, else read from the TS.
         let mut info = o.store.info(&s, rendition).unwrap_or_default();
-        let declared = st.declared.get(rendition).cloned().unwrap_or_default();
         let before = info.clone();
         info.bandwidth = declared.bandwidth.or(info.bandwidth);
         info.frame_rate = declared.frame_rate.or(info.frame_rate);
         info.resolution = declared.resolution.or(info.resolution).or(p.info.resolution());
-        info.codecs = declared.codecs.or(info.codecs).or(p.info.codecs());
+        info.codecs = declared.codecs.clone().or(info.codecs).or(p.info.codecs());
         if info != before {
             o.store.set_info(&s, rendition, info)?;
         }
@@ -403,7 +425,9 @@ fn publish_from_playlist(
             Err(e) => return Err(e),
         }
     }
-    if pl.end_list {
+    // The stream ended once the final playlist's last segment is out.
+    let newest = pl.media_sequence + pl.segments.len().saturating_sub(1) as u64;
+    if pl.end_list && r.numbering.last_upstream() == Some(newest) {
         o.store.end(&s, rendition);
     }
     Ok(published)

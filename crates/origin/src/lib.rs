@@ -33,15 +33,15 @@ pub mod relay;
 pub mod store;
 pub mod synth;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_proto::SigningKey;
-use tokio_util::sync::CancellationToken;
 
 pub use config::{OriginConfig, RelayConfig, RenditionConfig, SyntheticConfig};
 pub use store::{SourceKind, Store};
+/// Re-exported so embedders need no direct `tokio-util` dependency.
+pub use tokio_util::sync::CancellationToken;
 
 /// One origin: configuration, signing key, published segments. Cheap to clone (shared).
 #[derive(Clone)]
@@ -150,13 +150,57 @@ impl Origin {
     }
 }
 
-/// Serve `app` on `listener` (with peer addresses) until `cancel` fires.
+/// Serve `app` on `listener` until `cancel` fires, with peer addresses in request extensions
+/// (`ConnectInfo<SocketAddr>`).
+///
+/// Use this rather than `axum::serve` when ingest is on: ffmpeg half-closes its connection
+/// right after the last byte of a PUT and never reads the answer, and hyper by default treats
+/// that as an aborted request and drops the handler before the segment is stored. Here
+/// HTTP/1 half-close is allowed, so every complete upload is processed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().half_close(true).timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = cancel.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = app.clone().map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            req
+        });
+        let conn =
+            builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc));
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(5)) => tracing::debug!("connections still open after 5 s, closing"),
+    }
+    Ok(())
 }
