@@ -3,10 +3,8 @@
 
 use clap::Subcommand;
 
-pub mod browser;
 pub mod origin;
 pub mod peer;
-pub mod tracker;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,26 +14,17 @@ pub struct Args {
 
 #[derive(Subcommand)]
 pub enum Bench {
-    /// Real browsers on one live stream: CDN-only hls.js, Shoal's browser SDK and
-    /// p2p-media-loader, each as N headless Chromium pages; offload counted at the origin.
-    Browser(browser::Args),
     /// The synthetic encoder's real-time factor (one core) and the origin's segment-serving
     /// throughput on loopback (req/s, Gbit/s, p50/p99).
     Origin(origin::Args),
     /// DataChannel throughput between two native peers over loopback, CPU per Mbit/s and
     /// memory per connected peer.
     Peer(peer::Args),
-    /// Thousands of WebSocket peers on loopback announcing and relaying offers/answers through
-    /// the tracker (Shoal and WebTorrent paths; aquatic_ws too with --aquatic): announces/s,
-    /// p50/p99 latency, server CPU and memory per connected peer.
-    Tracker(tracker::Args),
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.which {
-        Bench::Browser(a) => browser::run_cmd(a),
         Bench::Origin(a) => origin::run_cmd(a),
         Bench::Peer(a) => peer::run(a),
-        Bench::Tracker(a) => tracker::run_cmd(a),
     }
 }
