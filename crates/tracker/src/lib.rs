@@ -21,6 +21,10 @@
 //! )?;
 //! let app = axum::Router::new().merge(tracker.router());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! // Signaling frames are small: without TCP_NODELAY, Nagle + delayed ACKs add ~40 ms per relay.
+//! let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+//!     let _ = tcp.set_nodelay(true);
+//! });
 //! // Connect info gives the tracker the client address for the locality table.
 //! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
 //! # Ok(()) }

@@ -261,9 +261,9 @@ impl ShoalConn {
             })
             .unwrap_or(Delivery::SenderGone);
         match delivery {
-            Delivery::Sent(None) => st.counters.relayed(Path::Shoal),
+            Delivery::Sent(None) => st.counters.relayed(Path::Shoal, 1),
             // The receiver is not reading fast enough; its queue is full or it is closing.
-            Delivery::Sent(Some(_)) => st.counters.dropped(),
+            Delivery::Sent(Some(_)) => st.counters.dropped(1),
             Delivery::SenderGone => return Err(Fatal::new(ErrorCode::Timeout, "membership expired")),
             Delivery::Gone => {
                 st.counters.reject(ErrorCode::PeerGone);
@@ -276,7 +276,7 @@ impl ShoalConn {
                         format!("{} is not a member of your swarm", s.to),
                     ));
                 }
-                st.counters.relayed(Path::Shoal);
+                st.counters.relayed(Path::Shoal, 1);
             }
         }
         Ok(())

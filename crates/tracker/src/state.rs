@@ -45,7 +45,7 @@ impl Route {
         match self.tx.try_send(msg) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                counters.dropped();
+                counters.dropped(1);
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,

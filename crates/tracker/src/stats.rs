@@ -106,9 +106,9 @@ impl Counters {
         metrics::counter!("shoal_tracker_announces_total", "path" => path.label()).increment(1);
     }
 
-    pub fn relayed(&self, path: Path) {
-        self.signals.fetch_add(1, Relaxed);
-        metrics::counter!("shoal_tracker_signals_relayed_total", "path" => path.label()).increment(1);
+    pub fn relayed(&self, path: Path, n: u64) {
+        self.signals.fetch_add(n, Relaxed);
+        metrics::counter!("shoal_tracker_signals_relayed_total", "path" => path.label()).increment(n);
     }
 
     pub fn reject(&self, code: ErrorCode) {
@@ -116,9 +116,9 @@ impl Counters {
         metrics::counter!("shoal_tracker_rejects_total", "reason" => code.as_str()).increment(1);
     }
 
-    pub fn dropped(&self) {
-        self.dropped.fetch_add(1, Relaxed);
-        metrics::counter!("shoal_tracker_dropped_total").increment(1);
+    pub fn dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Relaxed);
+        metrics::counter!("shoal_tracker_dropped_total").increment(n);
     }
 
     pub fn expired(&self, n: u64) {

@@ -321,12 +321,8 @@ impl WebTorrentConn {
         if !self.joined.iter().any(|(h, _)| **h == *info_hash) {
             self.joined.push((info_hash.as_str().into(), peer_id.as_str().into()));
         }
-        for _ in 0..done.relayed {
-            st.counters.relayed(Path::WebTorrent);
-        }
-        for _ in 0..done.dropped {
-            st.counters.dropped();
-        }
+        st.counters.relayed(Path::WebTorrent, done.relayed);
+        st.counters.dropped(done.dropped);
         match done.answer {
             AnswerFate::None => {
                 st.counters.announce(Path::WebTorrent);
@@ -338,8 +334,8 @@ impl WebTorrentConn {
                     incomplete: done.size as u32,
                 }));
             }
-            AnswerFate::Sent => st.counters.relayed(Path::WebTorrent),
-            AnswerFate::Dropped => st.counters.dropped(),
+            AnswerFate::Sent => st.counters.relayed(Path::WebTorrent, 1),
+            AnswerFate::Dropped => st.counters.dropped(1),
             // The offerer left between its offer and this answer: nothing to do.
             AnswerFate::Gone => st.counters.reject(ErrorCode::PeerGone),
             AnswerFate::Absent => {

@@ -5,6 +5,7 @@ use clap::Subcommand;
 
 pub mod origin;
 pub mod peer;
+pub mod tracker;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,11 +21,16 @@ pub enum Bench {
     /// DataChannel throughput between two native peers over loopback, CPU per Mbit/s and
     /// memory per connected peer.
     Peer(peer::Args),
+    /// Thousands of WebSocket peers on loopback announcing and relaying offers/answers through
+    /// the tracker (Shoal and WebTorrent paths; aquatic_ws too with --aquatic): announces/s,
+    /// p50/p99 latency, server CPU and memory per connected peer.
+    Tracker(tracker::Args),
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.which {
         Bench::Origin(a) => origin::run_cmd(a),
         Bench::Peer(a) => peer::run(a),
+        Bench::Tracker(a) => tracker::run_cmd(a),
     }
 }
