@@ -274,10 +274,11 @@ async fn join(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<JoinResponse>, ApiError> {
     let started = Instant::now();
+    let ip = client_ip(peer, &headers, api.cfg.forwarded_hops);
     let r = api
-        .check_rate(client_ip(peer, &headers, api.cfg.forwarded_hops))
+        .check_rate(ip)
         .and_then(|()| body_or_error(body))
-        .and_then(|body| join_inner(&api, &headers, &body));
+        .and_then(|body| join_inner(&api, &headers, &body, ip));
     metrics::histogram!("shoal_api_join_duration_seconds").record(started.elapsed().as_secs_f64());
     match &r {
         Ok(resp) => {
@@ -290,7 +291,7 @@ async fn join(
     r.map(Json)
 }
 
-fn join_inner(api: &Api, headers: &HeaderMap, body: &[u8]) -> Result<JoinResponse, ApiError> {
+fn join_inner(api: &Api, headers: &HeaderMap, body: &[u8], ip: IpAddr) -> Result<JoinResponse, ApiError> {
     let req: JoinRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("join request: {e}")))?;
     if !valid_name(&req.stream) {
@@ -351,6 +352,7 @@ fn join_inner(api: &Api, headers: &HeaderMap, body: &[u8]) -> Result<JoinRespons
             peer_id: &peer_id,
             viewer_id: viewer_id.as_deref(),
             request: &req,
+            client_ip: (!ip.is_unspecified()).then_some(ip),
         })
     };
     let ticket_expires_ms = now.saturating_add(api.ticket_ttl_ms);

@@ -1,6 +1,7 @@
 //! Whether a session may use P2P: the hook the pingback role will later drive from live
 //! statistics (e.g. switch a stream to CDN-only when its peers hurt playback).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -15,6 +16,8 @@ pub struct PolicyInput<'a> {
     /// The token's `sub`, when the token carries one.
     pub viewer_id: Option<&'a str>,
     pub request: &'a JoinRequest,
+    /// The client's address as the rate limit sees it (a policy may map it to a locality).
+    pub client_ip: Option<IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,7 +80,7 @@ mod tests {
     use super::*;
 
     fn input<'a>(req: &'a JoinRequest, session: &'a str, viewer: Option<&'a str>) -> PolicyInput<'a> {
-        PolicyInput { stream: "demo", session_id: session, peer_id: "p", viewer_id: viewer, request: req }
+        PolicyInput { stream: "demo", session_id: session, peer_id: "p", viewer_id: viewer, request: req, client_ip: None }
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! - [`wire`]: the peer protocol on DataChannels (`docs/protocol.md`).
 //! - [`tracker`]: tracker and signaling messages (`docs/tracker-protocol.md`).
 //! - [`api`], [`ticket`]: the API's join exchange and the tickets the tracker checks (`docs/api.md`).
+//! - [`pingback`]: client reports and the figures the pingback role serves (`docs/pingback.md`).
 //!
 //! This crate does no I/O and builds for `wasm32-unknown-unknown`.
 
 pub mod api;
 pub mod ids;
 pub mod manifest;
+pub mod pingback;
 pub mod ticket;
 pub mod tracker;
 pub mod wire;
