@@ -48,9 +48,9 @@ pub async fn start_with(cfg: TrackerConfig, verifier: Arc<dyn TicketVerifier>) -
 /// A config with short timers for tests; other fields default.
 pub fn fast_config() -> TrackerConfig {
     TrackerConfig {
-        announce_interval_ms: 400,
-        peer_timeout_ms: 600,
-        sweep_interval_ms: 100,
+        announce_interval_ms: 1_000,
+        peer_timeout_ms: 1_500,
+        sweep_interval_ms: 250,
         handshake_timeout_ms: 2_000,
         seed: 7,
         ..TrackerConfig::default()
