@@ -68,7 +68,7 @@ export class Session {
   private closed = false;
   private tickTimer: ReturnType<typeof setTimeout> | null = null;
   private tickAt = Infinity;
-  private bufferTimer: ReturnType<typeof setInterval> | null = null;
+  private bufferTimer: ReturnType<typeof setTimeout> | null = null;
   private reported = new Map<number, number>();
   private waiters = new Map<string, Waiter[]>();
   private http = new Map<number, AbortController>();
@@ -141,7 +141,6 @@ export class Session {
       host.log,
     );
     this.tracker.start();
-    this.bufferTimer = setInterval(() => this.pollBuffers(), BUFFER_POLL_MS);
   }
 
   private now(): number {
@@ -203,6 +202,7 @@ export class Session {
         if (d) {
           this.peers.send(a.peer, d);
           this.reported.set(a.peer, -1);
+          this.armBufferPoll();
         }
         return;
       }
@@ -315,10 +315,17 @@ export class Session {
     this.feed((e, now) => e.peerBuffered(h, amount, now));
   }
 
-  /** The engine counts what it writes; tell it what the channels actually still hold. */
-  private pollBuffers(): void {
-    if (this.reported.size === 0) return;
-    for (const h of [...this.reported.keys()]) this.reportBuffer(h);
+  /**
+   * The engine counts what it writes; tell it what the channels actually still hold, every
+   * BUFFER_POLL_MS while any of them holds something (no timer runs while all are empty).
+   */
+  private armBufferPoll(): void {
+    if (this.bufferTimer !== null || this.closed) return;
+    this.bufferTimer = setTimeout(() => {
+      this.bufferTimer = null;
+      for (const h of [...this.reported.keys()]) this.reportBuffer(h);
+      if (this.reported.size > 0) this.armBufferPoll();
+    }, BUFFER_POLL_MS);
   }
 
   // ------------------------------------------------------------------ player
@@ -458,7 +465,7 @@ export class Session {
     this.tracker.close();
     if (this.tickTimer) clearTimeout(this.tickTimer);
     if (this.announceTimer) clearTimeout(this.announceTimer);
-    if (this.bufferTimer) clearInterval(this.bufferTimer);
+    if (this.bufferTimer) clearTimeout(this.bufferTimer);
     for (const c of this.http.values()) c.abort();
     this.http.clear();
     const ws = [...this.waiters.values()].flat();

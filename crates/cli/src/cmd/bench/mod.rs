@@ -3,6 +3,7 @@
 
 use clap::Subcommand;
 
+pub mod browser;
 pub mod origin;
 pub mod peer;
 pub mod tracker;
@@ -15,6 +16,9 @@ pub struct Args {
 
 #[derive(Subcommand)]
 pub enum Bench {
+    /// Real browsers on one live stream: CDN-only hls.js, Shoal's browser SDK and
+    /// p2p-media-loader, each as N headless Chromium pages; offload counted at the origin.
+    Browser(browser::Args),
     /// The synthetic encoder's real-time factor (one core) and the origin's segment-serving
     /// throughput on loopback (req/s, Gbit/s, p50/p99).
     Origin(origin::Args),
@@ -29,6 +33,7 @@ pub enum Bench {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.which {
+        Bench::Browser(a) => browser::run_cmd(a),
         Bench::Origin(a) => origin::run_cmd(a),
         Bench::Peer(a) => peer::run(a),
         Bench::Tracker(a) => tracker::run_cmd(a),
