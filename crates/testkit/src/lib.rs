@@ -20,19 +20,23 @@
 //! use std::time::Duration;
 //! use shoal_testkit::{browser, Netns, Proc, TestDir};
 //!
-//! # fn main() -> anyhow::Result<()> {
+//! # fn example() -> anyhow::Result<()> {
+//! # let shoal = "target/debug/shoal";
+//! // In crates/cli/tests: let shoal = env!("CARGO_BIN_EXE_shoal");
 //! let dir = TestDir::new("my_test")?; // target/test-output/my_test/
 //! let ns = Netns::new()?;
-//! let mut origin = Proc::builder("origin", env!("CARGO_BIN_EXE_shoal"))
-//!     .args(["origin", "--listen", "127.0.0.1:0"])
+//! let mut origin = Proc::builder("origin", shoal)
+//!     .args(["origin", "--synthetic", "--listen", "127.0.0.1:0"])
 //!     .netns(&ns)
 //!     .log_dir(dir.path())
 //!     .spawn()?;
+//! // SHOAL_ORIGIN_READY <base url> <master playlist url>
 //! let ready = origin.wait_ready("ORIGIN", Duration::from_secs(30))?;
-//! let cfg = browser::PlayConfig::new(format!("{}/live/master.m3u8", ready.url), Duration::from_secs(20), 1);
+//! let cfg = browser::PlayConfig::new(&ready.fields[1], Duration::from_secs(20), 1);
 //! let report = browser::play(&ns, &dir, "play", &cfg)?;
 //! assert!(report.viewers[0].smoothness_problems().is_empty());
 //! # Ok(()) }
+//! # fn main() {}
 //! ```
 
 pub mod browser;
