@@ -77,6 +77,11 @@ pub fn run_cmd(args: Args) -> Result<()> {
         "{} peers need {need} file descriptors per process but the limit is {limit}: raise the hard limit (ulimit -Hn)",
         args.peers
     );
+    println!("sans-IO selection (shoal-swarm, one core): upsert + select(want 8) per announce");
+    for members in [100, 10_000, 100_000] {
+        let (us, per_s) = selection_cost(members);
+        println!("  {members:>7} members: {us:.2} µs per announce ({per_s:.0} announces/s)");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let mut report = Vec::new();
     println!(
@@ -154,6 +159,42 @@ pub fn run_cmd(args: Args) -> Result<()> {
         println!("  relay p99          {:.3}× (lower is better)", s.relay_p99_ms / a.relay_p99_ms.max(1e-9));
     }
     Ok(())
+}
+
+/// Mean cost of one announce in the sans-IO swarm (what the simulator runs): refresh a random
+/// member, then select 8 candidates for it. Returns (µs per announce, announces per second).
+fn selection_cost(members: usize) -> (f64, f64) {
+    use shoal_swarm::{Nat, PeerInfo, SelectionConfig, SplitMix64, Swarm};
+    let cfg = SelectionConfig::default();
+    let localities: Vec<Arc<str>> = (0..8).map(|i| Arc::from(format!("isp-{i}").as_str())).collect();
+    let nats = [Nat::Open, Nat::Eim, Nat::Symmetric, Nat::Unknown];
+    let mut rng = SplitMix64::new(1);
+    let mut info = |rng: &mut SplitMix64| PeerInfo {
+        locality: localities[rng.below(localities.len())].clone(),
+        nat: nats[rng.below(nats.len())],
+        seq: 1_000 + rng.below(6) as u64,
+        buffer_ms: 4_000,
+        upload_kbps: rng.below(8_000) as u32,
+        connections: rng.below(12) as u32,
+    };
+    let ids: Vec<String> = (0..members).map(|i| format!("peer-{i}")).collect();
+    let mut swarm: Swarm<()> = Swarm::new(members, 7);
+    for id in &ids {
+        let i = info(&mut rng);
+        let _ = swarm.upsert(id, i, (), 0);
+    }
+    let rounds = 200_000;
+    let start = Instant::now();
+    let mut picked = 0usize;
+    for n in 0..rounds {
+        let id = &ids[rng.below(members)];
+        let i = info(&mut rng);
+        let _ = swarm.upsert(id, i.clone(), (), n as u64);
+        picked += swarm.select(&cfg, id, &i, &[], 8).len();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    std::hint::black_box(picked);
+    (secs * 1e6 / rounds as f64, rounds as f64 / secs)
 }
 
 struct Report {
