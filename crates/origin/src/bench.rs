@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use axum::response::IntoResponse as _;
 use bytes::Bytes;
 use serde::Serialize;
 use shoal_proto::SigningKey;
@@ -110,6 +111,10 @@ pub struct BenchReport {
     pub cores: usize,
     pub encoder: Option<EncoderReport>,
     pub serve: ServeReport,
+    /// Baseline measured in the same run (in-process mode): the same segments from a bare
+    /// handler (`/seg/{i}` → bytes) on the same server stack, so `serve / baseline` is the cost
+    /// of the origin's routing, lookups and headers.
+    pub baseline: Option<ServeReport>,
 }
 
 /// CPU time of the calling thread in seconds, if the kernel tells us.
@@ -219,6 +224,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         .build()?;
     let cancel = tokio_util::sync::CancellationToken::new();
 
+    let mut baseline_urls = Vec::new();
     let (urls, target) = match &opts.target {
         Some(t) => (client_rt.block_on(segment_urls(t))?, t.clone()),
         None => {
@@ -258,6 +264,32 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
                     tracing::error!(error = %e, "bench server failed");
                 }
             });
+            // Baseline: the same bytes from a bare handler on the same server stack.
+            let all: Arc<Vec<Bytes>> =
+                Arc::new(encoded.iter().flat_map(|(_, v)| v.iter().cloned()).collect());
+            let bare = axum::Router::new().route(
+                "/seg/{i}",
+                axum::routing::get(move |axum::extract::Path(i): axum::extract::Path<usize>| {
+                    let all = all.clone();
+                    async move {
+                        match all.get(i) {
+                            Some(b) => ([(axum::http::header::CONTENT_TYPE, "video/mp2t")], b.clone())
+                                .into_response(),
+                            None => axum::http::StatusCode::NOT_FOUND.into_response(),
+                        }
+                    }
+                }),
+            );
+            let bare_listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+            let bare_addr = bare_listener.local_addr()?;
+            let c = cancel.clone();
+            server_rt.spawn(async move {
+                if let Err(e) = crate::serve(bare_listener, bare, c).await {
+                    tracing::error!(error = %e, "bench baseline server failed");
+                }
+            });
+            let n: usize = encoded.iter().map(|(_, v)| v.len()).sum();
+            baseline_urls = (0..n).map(|i| format!("http://{bare_addr}/seg/{i}")).collect();
             let urls = encoded
                 .iter()
                 .flat_map(|(name, segs)| {
@@ -270,10 +302,19 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     if urls.is_empty() {
         bail!("no segments to fetch");
     }
+    let baseline = if baseline_urls.is_empty() {
+        None
+    } else {
+        Some(client_rt.block_on(load(
+            baseline_urls,
+            opts,
+            "baseline: bare handler, same server stack".into(),
+        ))?)
+    };
     let serve = client_rt.block_on(load(urls, opts, target));
     cancel.cancel();
     server_rt.shutdown_timeout(Duration::from_secs(2));
-    Ok(BenchReport { cores, encoder, serve: serve? })
+    Ok(BenchReport { cores, encoder, serve: serve?, baseline })
 }
 
 /// Segment URLs of a master or media playlist.
@@ -326,7 +367,13 @@ async fn load(urls: Vec<String>, opts: &BenchOptions, target: String) -> anyhow:
         let mut total = 0u64;
         for u in urls.iter() {
             let r = client.head(u).send().await?;
-            total += r.content_length().unwrap_or(0);
+            // reqwest reports the (empty) HEAD body's length, so read the header itself.
+            total += r
+                .headers()
+                .get(reqwest::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
         }
         total as f64 / urls.len() as f64
     };
@@ -434,17 +481,26 @@ impl BenchReport {
                 );
             }
         }
-        let v = &self.serve;
-        let _ = writeln!(
-            s,
-            "serving: {} — {} clients (HTTP/1.1 keep-alive) on {} thread(s), server on {} thread(s), {} segments of {:.0} B mean",
-            v.target, v.concurrency, v.client_threads, v.server_threads, v.segments, v.mean_segment_bytes
-        );
-        let _ = writeln!(
-            s,
-            "  {} requests in {:.1} s: {:.0} req/s, {:.2} Gbit/s, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms, {} errors",
-            v.requests, v.seconds, v.requests_per_s, v.gbit_per_s, v.p50_ms, v.p99_ms, v.max_ms, v.errors
-        );
+        for v in self.baseline.iter().chain(std::iter::once(&self.serve)) {
+            let _ = writeln!(
+                s,
+                "serving: {} — {} clients (HTTP/1.1 keep-alive) on {} thread(s), server on {} thread(s), {} segments of {:.0} B mean",
+                v.target, v.concurrency, v.client_threads, v.server_threads, v.segments, v.mean_segment_bytes
+            );
+            let _ = writeln!(
+                s,
+                "  {} requests in {:.1} s: {:.0} req/s, {:.2} Gbit/s, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms, {} errors",
+                v.requests, v.seconds, v.requests_per_s, v.gbit_per_s, v.p50_ms, v.p99_ms, v.max_ms, v.errors
+            );
+        }
+        if let Some(b) = &self.baseline {
+            let _ = writeln!(
+                s,
+                "origin / baseline: req/s {:.2}x, p99 latency {:.2}x",
+                self.serve.requests_per_s / b.requests_per_s.max(1e-9),
+                self.serve.p99_ms / b.p99_ms.max(1e-9)
+            );
+        }
         s
     }
 }
