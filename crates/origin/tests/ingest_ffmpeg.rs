@@ -266,3 +266,39 @@ async fn bad_ingest_is_refused_and_changes_nothing() {
     let off = start(OriginConfig::default()).await;
     assert_eq!(raw_request(&off.base, "PUT", "/ingest/cam/s0.ts", &[key], &good).await.0, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_ffmpeg_continues_numbering_with_a_discontinuity() {
+    require("ffmpeg");
+    let o = start(config()).await;
+    let url = format!("{}/live/re/src/index.m3u8", o.base);
+    let push = format!("{}/ingest/re/index.m3u8", o.base);
+    let first = ffmpeg_push(&X264, &push, 3);
+    let _ = tokio::time::timeout(Duration::from_secs(30), first.wait_with_output())
+        .await
+        .expect("first push ends");
+    let one = wait_playlist(&url, Duration::from_secs(10), |p| p.end_list).await;
+    let last_one = one.media_sequence + one.segments.len() as u64 - 1;
+    // ffmpeg starts again at media sequence 0 with the same file names.
+    let second = ffmpeg_push(&X264, &push, 3);
+    let _ = tokio::time::timeout(Duration::from_secs(30), second.wait_with_output())
+        .await
+        .expect("second push ends");
+    let two = wait_playlist(&url, Duration::from_secs(10), |p| {
+        p.end_list && p.media_sequence + p.segments.len() as u64 - 1 > last_one + 1
+    })
+    .await;
+    assert!(two.segments.len() <= 4);
+    let first_new = two.media_sequence
+        + two.segments.iter().position(|s| s.discontinuity).expect("a discontinuity marks the restart")
+            as u64;
+    assert_eq!(first_new, last_one + 1, "numbering continues right after the first push");
+    for (k, s) in two.segments.iter().enumerate() {
+        assert_eq!(s.uri, format!("{}.ts", two.media_sequence + k as u64));
+    }
+    let (_, mtext) = get_bytes(&format!("{}/live/re/src/manifest.json", o.base)).await;
+    SignedManifest::from_json(&mtext)
+        .expect("manifest")
+        .verify_all(&o.origin.store.verifying_key())
+        .expect("verifies");
+}
