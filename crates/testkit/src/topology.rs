@@ -276,11 +276,20 @@ fn configure_nat(ns: &Netns, kind: NatKind) -> Result<()> {
         NatKind::EndpointIndependent => "masquerade",
         NatKind::Symmetric => "masquerade fully-random",
     };
+    // `filter_in` drops unsolicited packets to the router itself before conntrack confirms
+    // them, as home routers do. Without it, a hole-punching packet that arrives before the
+    // inside host's own first packet leaves a confirmed inbound entry whose reply tuple then
+    // clashes with the host's outbound mapping, and masquerade picks a new port: the NAT
+    // would behave as endpoint-dependent exactly when two peers punch at once.
     let rules = format!(
         "table ip shoal_nat {{\n\
          \tchain nat_out {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
          \t\toifname \"wan\" {masquerade}\n\
+         \t}}\n\
+         \tchain filter_in {{\n\
+         \t\ttype filter hook input priority filter; policy accept;\n\
+         \t\tiifname \"wan\" ct state new drop\n\
          \t}}\n\
          \tchain filter_fwd {{\n\
          \t\ttype filter hook forward priority filter; policy drop;\n\
