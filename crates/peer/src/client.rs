@@ -47,6 +47,8 @@ pub struct Client {
     server_task: tokio::task::JoinHandle<()>,
     headless: Option<tokio::task::JoinHandle<HeadlessSummary>>,
     stop_headless: watch::Sender<bool>,
+    /// The pingback task, its stop switch and the headless player's progress it reads.
+    pingback: (watch::Sender<bool>, tokio::task::JoinHandle<()>, watch::Sender<crate::pingback::PlayerProgress>),
 }
 
 impl Client {
@@ -84,7 +86,18 @@ impl Client {
         let wait_join = cfg.api.is_some();
         let headless_cfg =
             cfg.headless.then(|| (cfg.rendition.clone(), cfg.duration_s, cfg.status_interval_ms));
-        let core = Core::new(CoreParts { cfg, socket, rx, tx: tx.clone(), cdn, stats_tx, stream })?;
+        let (joined_tx, joined_rx) = watch::channel(None);
+        let (progress_tx, progress_rx) = watch::channel(crate::pingback::PlayerProgress::default());
+        let (stop_pingback, pingback_stop_rx) = watch::channel(false);
+        let pingback_task = crate::pingback::spawn(crate::pingback::Params {
+            joined: joined_rx,
+            stats: stats_rx.clone(),
+            player: headless_cfg.is_some().then_some(progress_rx),
+            http: cdn.http.clone(),
+            stop: pingback_stop_rx,
+            started: std::time::Instant::now(),
+        });
+        let core = Core::new(CoreParts { cfg, socket, rx, tx: tx.clone(), cdn, stats_tx, stream, joined_tx })?;
         let core_task = tokio::spawn(core.run());
         let stats = StatsHandle { rx: stats_rx, proxy };
         let (stop_headless, stop_rx) = watch::channel(false);
@@ -99,6 +112,7 @@ impl Client {
                 stats: stats.rx.clone(),
                 stop: stop_rx,
                 wait_join,
+                progress: Some(progress_tx.clone()),
             }))
         });
         Ok(Client {
@@ -109,6 +123,7 @@ impl Client {
             server_task,
             headless,
             stop_headless,
+            pingback: (stop_pingback, pingback_task, progress_tx),
         })
     }
 
@@ -159,6 +174,23 @@ impl Client {
             Some(h) => h.await.ok(),
             None => None,
         };
+        // Pingback's last report: the player's final figures and fresh counters, then at most
+        // about a second to send it (it never holds playback; here playback is over).
+        let (stop_pingback, pingback_task, progress) = self.pingback;
+        if let Some(h) = &headless {
+            progress.send_modify(|p| {
+                p.stalls = h.stalls as u64;
+                p.stall_ms = h.stall_ms;
+                p.play_ms = (h.played_s * 1000.0) as u64;
+                p.startup_ms = h.startup_ms;
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.core.send(CoreMsg::Stats(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        let _ = stop_pingback.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), pingback_task).await;
         let (tx, rx) = oneshot::channel();
         let mut stats = if self.core.send(CoreMsg::Stop(tx)).is_ok() {
             rx.await.unwrap_or_default()

@@ -142,6 +142,7 @@ pub(crate) struct Core {
     tx: mpsc::UnboundedSender<CoreMsg>,
     cdn: Arc<Cdn>,
     stats_tx: watch::Sender<StatsSnapshot>,
+    joined_tx: watch::Sender<Option<Arc<JoinResponse>>>,
     lies: bool,
     stream: String,
 
@@ -197,6 +198,8 @@ pub(crate) struct CoreParts {
     pub cdn: Arc<Cdn>,
     pub stats_tx: watch::Sender<StatsSnapshot>,
     pub stream: String,
+    /// Every successful join, for pingback (which reports under the join's session).
+    pub joined_tx: watch::Sender<Option<Arc<JoinResponse>>>,
 }
 
 fn cdn_only_engine(stream: &str, now: u64) -> Engine {
@@ -242,6 +245,7 @@ impl Core {
             tx: p.tx,
             cdn: p.cdn,
             stats_tx: p.stats_tx,
+            joined_tx: p.joined_tx,
             lies,
             stream: p.stream,
             engine,
@@ -808,13 +812,11 @@ impl Core {
 
     fn new_conn(&mut self, remote: &str, offerer: bool) -> PeerHandle {
         let now = Instant::now();
-        let mut rtc = RtcConfig::new()
+        let rtc = RtcConfig::new()
             .set_sctp_max_buffered_amount(SCTP_BUFFER)
             .set_sctp_max_message_size(SCTP_MAX_MESSAGE)
             .build(now);
-        for c in self.local_candidates() {
-            rtc.add_local_candidate(c);
-        }
+        let cands = self.local_candidates();
         let h = self.next_handle;
         self.next_handle += 1;
         let conn = Conn {
@@ -836,8 +838,28 @@ impl Core {
         };
         self.conns.insert(h, conn);
         self.by_remote.insert(remote.to_owned(), h);
+        if let Some(c) = self.conns.get_mut(&h) {
+            // One mutation, one drain (str0m's invariant), also for candidates.
+            for cand in cands {
+                c.rtc.add_local_candidate(cand);
+                Self::drain_rtc(h, c, &mut self.tx_queue, &mut self.pending);
+            }
+        }
         self.snapshot.connect_attempts += 1;
         h
+    }
+
+    /// Give a connection's ICE agent its first clock tick. str0m's agent reports no timeout
+    /// until it has been handed one, and after an SDP exchange nothing else hands it one before
+    /// a packet arrives: an answerer behind a NAT would never send its own checks, so its NAT
+    /// would never open to the offerer's. (Feeding a timeout is always allowed.)
+    fn wake_ice(&mut self, h: PeerHandle) {
+        let Some(c) = self.conns.get_mut(&h) else { return };
+        if let Err(e) = c.rtc.handle_input(str0m::Input::Timeout(Instant::now())) {
+            tracing::debug!(peer = %c.remote, "rtc timeout: {e}");
+            c.dead = true;
+        }
+        Self::drain_rtc(h, c, &mut self.tx_queue, &mut self.pending);
     }
 
     fn connect_to(&mut self, remote: &str) {
@@ -853,6 +875,7 @@ impl Core {
         c.mid = first_mid(&sdp);
         c.pending_offer = Some(pending);
         Self::drain_rtc(h, c, &mut self.tx_queue, &mut self.pending);
+        self.wake_ice(h);
         tracing::debug!(peer = %remote, "offering");
         self.signal(remote, &Signal::Offer { sdp });
     }
@@ -913,6 +936,7 @@ impl Core {
                 c.mid = first_mid(&sdp);
                 Self::drain_rtc(h, c, &mut self.tx_queue, &mut self.pending);
                 self.signal(from, &Signal::Answer { sdp });
+                self.wake_ice(h);
                 self.apply_early(from, h);
             }
             Signal::Answer { sdp } => {
@@ -928,6 +952,7 @@ impl Core {
                     c.dead = true;
                 }
                 Self::drain_rtc(h, c, &mut self.tx_queue, &mut self.pending);
+                self.wake_ice(h);
                 self.apply_early(from, h);
             }
             Signal::Candidate { candidate, .. } => {
@@ -1184,6 +1209,7 @@ impl Core {
     /// A join succeeded: switch to an engine with this identity and the origin's key, connect
     /// to the tracker, probe STUN. In-flight player requests move to the new engine.
     async fn on_joined(&mut self, resp: JoinResponse) {
+        self.joined_tx.send_replace(Some(Arc::new(resp.clone())));
         tracing::info!(peer_id = %resp.peer_id, p2p = resp.p2p, trackers = ?resp.trackers, "joined");
         self.cdn.add_bases(&resp.cdn);
         self.snapshot.joined = true;

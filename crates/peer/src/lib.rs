@@ -31,6 +31,7 @@ mod core;
 mod join;
 mod msg;
 pub mod net;
+pub mod pingback;
 pub mod player;
 pub mod playlist;
 mod proxy;

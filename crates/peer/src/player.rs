@@ -67,6 +67,8 @@ pub struct HeadlessParams {
     pub stop: watch::Receiver<bool>,
     /// An API is configured: wait (briefly) for the join before playing.
     pub wait_join: bool,
+    /// Where the player publishes what pingback reports (stalls, play time, latency).
+    pub progress: Option<watch::Sender<crate::pingback::PlayerProgress>>,
 }
 
 struct Fetched {
@@ -234,7 +236,10 @@ pub async fn run(p: HeadlessParams) -> HeadlessSummary {
             let first = listed.first().map_or(0, |s| s.0);
             let last = listed.last().map_or(0, |s| s.0);
             let want = match next {
-                None => last.saturating_sub(2).max(first),
+                // Like hls.js's live start (three target durations behind the edge): wait
+                // until the playlist lists three segments, or the player lives at the edge.
+                None if last < first + 2 => last + 1,
+                None => last - 2,
                 Some(n) if n < first => {
                     sum.skipped += first - n;
                     first
@@ -261,6 +266,17 @@ pub async fn run(p: HeadlessParams) -> HeadlessSummary {
                 next_seq: next,
             };
             let _ = p.core.send(CoreMsg::PlayerState(state));
+            if let Some(tx) = &p.progress {
+                let unfetched: u64 = listed.iter().filter(|(s, _)| next.is_some_and(|n| *s >= n)).map(|(_, d)| *d as u64).sum();
+                tx.send_replace(crate::pingback::PlayerProgress {
+                    rendition: rendition.clone(),
+                    stalls: sum.stalls as u64,
+                    stall_ms: sum.stall_ms + stalled_since.map_or(0, |s| s.elapsed().as_millis() as u64),
+                    play_ms: playhead_ms,
+                    startup_ms: sum.startup_ms,
+                    behind_live_ms: started_play.then(|| buffer_end_ms.saturating_sub(playhead_ms) + unfetched),
+                });
+            }
         }
         if let Some(every) = p.status_every {
             if last_status.elapsed() >= every {

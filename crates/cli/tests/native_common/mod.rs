@@ -54,7 +54,7 @@ pub fn play(dir: &std::path::Path, name: &str, ns: Option<&Netns>, master: &str,
     let mut b = Proc::builder(name, SHOAL)
         .args(["play", master, "--headless", "--duration", &secs.to_string(), "--status-every", "5"])
         .args(extra)
-        .env("RUST_LOG", "info,str0m=warn,shoal_peer=info")
+        .env("RUST_LOG", std::env::var("SHOAL_TEST_PEER_LOG").unwrap_or_else(|_| "info,str0m=warn".into()))
         .log_dir(dir);
     if let Some(a) = api {
         b = b.args(["--api", a]);
