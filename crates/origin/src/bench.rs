@@ -440,7 +440,8 @@ async fn load(urls: Vec<String>, opts: &BenchOptions, target: String) -> anyhow:
     Ok(ServeReport {
         target,
         concurrency: opts.concurrency,
-        server_threads: opts.server_threads,
+        // 0: an external server (`target`), not ours.
+        server_threads: if opts.target.is_some() { 0 } else { opts.server_threads },
         client_threads: opts.client_threads,
         segments: urls.len(),
         mean_segment_bytes,
@@ -484,8 +485,13 @@ impl BenchReport {
         for v in self.baseline.iter().chain(std::iter::once(&self.serve)) {
             let _ = writeln!(
                 s,
-                "serving: {} — {} clients (HTTP/1.1 keep-alive) on {} thread(s), server on {} thread(s), {} segments of {:.0} B mean",
-                v.target, v.concurrency, v.client_threads, v.server_threads, v.segments, v.mean_segment_bytes
+                "serving: {} — {} clients (HTTP/1.1 keep-alive) on {} thread(s), server {}, {} segments of {:.0} B mean",
+                v.target,
+                v.concurrency,
+                v.client_threads,
+                if v.server_threads == 0 { "external".to_owned() } else { format!("on {} thread(s)", v.server_threads) },
+                v.segments,
+                v.mean_segment_bytes
             );
             let _ = writeln!(
                 s,

@@ -297,6 +297,16 @@ mod tests {
     }
 
     #[test]
+    fn documented_defaults_are_the_defaults() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/origin.md"))
+            .expect("docs/origin.md");
+        let start = doc.find("```toml\n").expect("a toml block") + 8;
+        let end = start + doc[start..].find("```").expect("block end");
+        let parsed: OriginConfig = toml::from_str(&doc[start..end]).expect("documented TOML parses");
+        assert_eq!(parsed, OriginConfig::default(), "docs/origin.md shows the real defaults");
+    }
+
+    #[test]
     fn rejects_bad_values() {
         let mut c = OriginConfig { stream: "../x".into(), ..Default::default() };
         assert!(c.validate().is_err());
