@@ -79,7 +79,8 @@ pub struct IngestConfig {
     pub max_streams: usize,
     /// Most renditions per ingest stream. Default 6.
     pub max_renditions: usize,
-    /// Uploaded segments waiting for a playlist that names them, per rendition. Default 8.
+    /// Uploaded segments waiting for a playlist that names them, per rendition (also capped
+    /// at three `max_segment_bytes` in bytes). Default 8.
     pub max_pending_segments: usize,
     /// Rendition name used for single-rendition ingest (`/ingest/{stream}/index.m3u8`).
     /// Default `src`.

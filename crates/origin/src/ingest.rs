@@ -234,7 +234,12 @@ async fn handle(
         let r = st.renditions.entry(rendition.clone()).or_default();
         r.pending.retain(|p| p.name != file);
         r.pending.push_back(PendingSegment { name: file.clone(), data: body, info });
-        while r.pending.len() > cfg.max_pending_segments {
+        // Bounded in count and in bytes (a playlist names a segment within a second or so;
+        // waiting room for a few of the largest segments is plenty).
+        let byte_cap = cfg.max_segment_bytes.saturating_mul(3);
+        while r.pending.len() > cfg.max_pending_segments
+            || (r.pending.len() > 1 && r.pending.iter().map(|p| p.data.len()).sum::<usize>() > byte_cap)
+        {
             if let Some(old) = r.pending.pop_front() {
                 tracing::warn!(
                     stream,
