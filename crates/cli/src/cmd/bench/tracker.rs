@@ -169,7 +169,7 @@ fn selection_cost(members: usize) -> (f64, f64) {
     let localities: Vec<Arc<str>> = (0..8).map(|i| Arc::from(format!("isp-{i}").as_str())).collect();
     let nats = [Nat::Open, Nat::Eim, Nat::Symmetric, Nat::Unknown];
     let mut rng = SplitMix64::new(1);
-    let mut info = |rng: &mut SplitMix64| PeerInfo {
+    let info = |rng: &mut SplitMix64| PeerInfo {
         locality: localities[rng.below(localities.len())].clone(),
         nat: nats[rng.below(nats.len())],
         seq: 1_000 + rng.below(6) as u64,
