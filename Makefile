@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: build-release demo test deps check test-rust wasm wasm-engine web test-web fuzz bench build
+.PHONY: bindings build-release demo test deps check test-rust wasm wasm-engine web test-web fuzz bench build
 
 demo: deps build-release
 	./target/release/shoal demo
@@ -60,3 +60,15 @@ wasm-engine:
 
 test: deps check wasm-engine test-rust test-web fuzz
 	@echo "make test: all passed"
+
+# UniFFI Kotlin and Swift bindings of the native SDK (crates/ffi), written to
+# crates/ffi/bindings/ and committed. Generated from the built library by the uniffi-bindgen of
+# exactly the library's UniFFI version; compiling them needs a JDK/Android or Xcode toolchain,
+# which this machine kind does not have.
+bindings:
+	$(CARGO) build -p shoal-ffi
+	for lang in kotlin swift; do \
+		$(CARGO) run -q -p shoal-ffi --features bindgen --bin uniffi-bindgen -- generate \
+			--library target/debug/libshoal_ffi.so --language $$lang --no-format \
+			--out-dir crates/ffi/bindings/$$lang || exit 1; \
+	done
