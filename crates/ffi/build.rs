@@ -11,10 +11,11 @@ fn main() {
         Ok(c) => c,
         Err(e) => panic!("crates/ffi/cbindgen.toml: {e}"),
     };
-    let bindings = match cbindgen::Builder::new().with_config(config).with_src(dir.join("src/c_api.rs")).generate() {
-        Ok(b) => b,
-        Err(e) => panic!("cbindgen could not read src/c_api.rs: {e}"),
-    };
+    let bindings =
+        match cbindgen::Builder::new().with_config(config).with_src(dir.join("src/c_api.rs")).generate() {
+            Ok(b) => b,
+            Err(e) => panic!("cbindgen could not read src/c_api.rs: {e}"),
+        };
     let mut text = Vec::new();
     bindings.write(&mut text);
     let path = dir.join("include/shoal.h");

@@ -19,17 +19,29 @@ fn native_ffprobe_reads_the_stream_through_the_proxy() {
         .spawn()
         .expect("shoal play starts");
     let ready = p.wait_ready("PLAY", Duration::from_secs(30)).expect("ready line");
-    assert!(ready.url.starts_with("http://127.0.0.1:") && ready.url.ends_with("/master.m3u8"), "{}", ready.line);
+    assert!(
+        ready.url.starts_with("http://127.0.0.1:") && ready.url.ends_with("/master.m3u8"),
+        "{}",
+        ready.line
+    );
 
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-rw_timeout", "20000000", "-show_entries", "stream=codec_type,codec_name,width,height"])
+        .args([
+            "-v",
+            "error",
+            "-rw_timeout",
+            "20000000",
+            "-show_entries",
+            "stream=codec_type,codec_name,width,height",
+        ])
         .args(["-of", "json", &ready.url])
         .output()
         .expect("ffprobe runs (apt-get install ffmpeg)");
     assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
     let streams = v["streams"].as_array().cloned().unwrap_or_default();
-    let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap_or_else(|| panic!("no video stream: {v}"));
+    let video =
+        streams.iter().find(|s| s["codec_type"] == "video").unwrap_or_else(|| panic!("no video stream: {v}"));
     assert_eq!(video["codec_name"], "h264", "{v}");
     assert_eq!(video["width"], 640, "{v}");
     assert_eq!(video["height"], 360, "{v}");
@@ -38,7 +50,8 @@ fn native_ffprobe_reads_the_stream_through_the_proxy() {
     let _ = p.stop(Duration::from_secs(5));
     let log = std::fs::read_to_string(p.stdout_path()).expect("stdout log");
     let line = log.lines().find(|l| l.starts_with("SHOAL_PLAY_SUMMARY ")).expect("summary on SIGTERM");
-    let s: serde_json::Value = serde_json::from_str(line.trim_start_matches("SHOAL_PLAY_SUMMARY ")).expect("JSON");
+    let s: serde_json::Value =
+        serde_json::from_str(line.trim_start_matches("SHOAL_PLAY_SUMMARY ")).expect("JSON");
     assert!(u(&s, &["stats", "delivered"]) >= 1, "{s}");
     assert!(u(&s, &["stats", "segments_verified"]) >= 1, "{s}");
     assert_eq!(u(&s, &["stats", "proxy_fallbacks"]), 0, "{s}");

@@ -16,18 +16,32 @@ fn native_liar_is_rejected_and_dropped() {
     let dir = TestDir::new("native_liar").expect("test dir");
     let stack = start_stack(dir.path(), None, "127.0.0.1", "360p:640x360@1200").expect("origin and servers");
     let udp = ["--udp", "127.0.0.1:0"];
-    let mut liar = play(dir.path(), "liar", None, &stack.master, Some(&stack.api), RUN_S, &["--udp", "127.0.0.1:0", "--test-lie"])
-        .expect("liar starts");
+    let mut liar = play(
+        dir.path(),
+        "liar",
+        None,
+        &stack.master,
+        Some(&stack.api),
+        RUN_S,
+        &["--udp", "127.0.0.1:0", "--test-lie"],
+    )
+    .expect("liar starts");
     std::thread::sleep(Duration::from_secs(2));
     let mut honest = Vec::new();
     for i in 0..3 {
-        honest.push(play(dir.path(), &format!("honest{i}"), None, &stack.master, Some(&stack.api), RUN_S, &udp).expect("peer"));
+        honest.push(
+            play(dir.path(), &format!("honest{i}"), None, &stack.master, Some(&stack.api), RUN_S, &udp)
+                .expect("peer"),
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     let liar_sum = summary(&mut liar, Duration::from_secs(RUN_S + 40)).expect("liar summary");
     let liar_id = liar_sum["stats"]["peer_id"].as_str().unwrap_or_default().to_owned();
     assert!(!liar_id.is_empty(), "{liar_sum}");
-    assert!(u(&liar_sum, &["stats", "p2p_up_bytes"]) > 0, "the liar must have uploaded something: {liar_sum}");
+    assert!(
+        u(&liar_sum, &["stats", "p2p_up_bytes"]) > 0,
+        "the liar must have uploaded something: {liar_sum}"
+    );
 
     let mut caught_by = 0;
     for p in &mut honest {

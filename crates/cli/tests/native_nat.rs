@@ -31,11 +31,17 @@ fn native_nat_traversal_eim_pairs_connect_symmetric_falls_back() {
         .build()
         .expect("topology");
     let server_ip = topo.addr("server").to_string();
-    let stack = start_stack(dir.path(), Some(topo.ns("server")), &server_ip, "360p:640x360@800").expect("servers");
+    let stack =
+        start_stack(dir.path(), Some(topo.ns("server")), &server_ip, "360p:640x360@800").expect("servers");
 
-    let mut alice = play(dir.path(), "alice", Some(topo.ns("alice")), &stack.master, Some(&stack.api), RUN_S, &[]).expect("alice");
-    let mut bob = play(dir.path(), "bob", Some(topo.ns("bob")), &stack.master, Some(&stack.api), RUN_S, &[]).expect("bob");
-    let mut carol = play(dir.path(), "carol", Some(topo.ns("carol")), &stack.master, Some(&stack.api), RUN_S, &[]).expect("carol");
+    let mut alice =
+        play(dir.path(), "alice", Some(topo.ns("alice")), &stack.master, Some(&stack.api), RUN_S, &[])
+            .expect("alice");
+    let mut bob = play(dir.path(), "bob", Some(topo.ns("bob")), &stack.master, Some(&stack.api), RUN_S, &[])
+        .expect("bob");
+    let mut carol =
+        play(dir.path(), "carol", Some(topo.ns("carol")), &stack.master, Some(&stack.api), RUN_S, &[])
+            .expect("carol");
 
     let a = summary(&mut alice, Duration::from_secs(RUN_S + 40)).expect("alice summary");
     let b = summary(&mut bob, Duration::from_secs(RUN_S + 40)).expect("bob summary");
@@ -44,7 +50,9 @@ fn native_nat_traversal_eim_pairs_connect_symmetric_falls_back() {
     std::fs::write(dir.join("result.txt"), &show).expect("write result");
 
     // Server-reflexive addresses are the NATs' public addresses.
-    let srflx_ip = |s: &serde_json::Value| s["stats"]["srflx"].as_str().unwrap_or("").rsplit_once(':').map(|x| x.0.to_owned());
+    let srflx_ip = |s: &serde_json::Value| {
+        s["stats"]["srflx"].as_str().unwrap_or("").rsplit_once(':').map(|x| x.0.to_owned())
+    };
     assert_eq!(srflx_ip(&a), Some(topo.addr("nat-a").to_string()), "{show}");
     assert_eq!(srflx_ip(&b), Some(topo.addr("nat-b").to_string()), "{show}");
     assert_eq!(srflx_ip(&c), Some(topo.addr("nat-s").to_string()), "{show}");

@@ -24,8 +24,16 @@ fn native_swarm_offloads_the_cdn_and_survives_a_killed_peer() {
     let stack = start_stack(dir.path(), None, "127.0.0.1", "360p:640x360@1200").expect("origin and servers");
     let mut peers = Vec::new();
     for i in 0..PEERS {
-        let p = play(dir.path(), &format!("peer{i}"), None, &stack.master, Some(&stack.api), RUN_S, &["--udp", "127.0.0.1:0"])
-            .expect("peer starts");
+        let p = play(
+            dir.path(),
+            &format!("peer{i}"),
+            None,
+            &stack.master,
+            Some(&stack.api),
+            RUN_S,
+            &["--udp", "127.0.0.1:0"],
+        )
+        .expect("peer starts");
         peers.push(p);
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -66,12 +74,23 @@ fn native_swarm_offloads_the_cdn_and_survives_a_killed_peer() {
         let segs = u(h, &["segments"]);
         assert!(segs >= (RUN_S - 15) / 2, "{name} played only {segs} segments\n{report}");
         assert_eq!(u(h, &["stalls"]), 0, "{name} stalled\n{report}");
-        assert_eq!(u(h, &["checked_bad"]), 0, "{name} got bytes that do not match the signed manifest\n{report}");
-        assert_eq!(u(h, &["checked_ok"]), segs, "{name}: every segment is checked against its signed entry\n{report}");
+        assert_eq!(
+            u(h, &["checked_bad"]),
+            0,
+            "{name} got bytes that do not match the signed manifest\n{report}"
+        );
+        assert_eq!(
+            u(h, &["checked_ok"]),
+            segs,
+            "{name}: every segment is checked against its signed entry\n{report}"
+        );
         // The very first segment may be downloaded whole before the manifest arrives (start-up
         // never waits); the engine then hands it over unverified. The player's own check above
         // covers every segment.
-        assert!(u(h, &["engine_verified"]) + 1 >= segs, "{name}: the engine verified every segment\n{report}");
+        assert!(
+            u(h, &["engine_verified"]) + 1 >= segs,
+            "{name}: the engine verified every segment\n{report}"
+        );
         assert!(u(s, &["stats", "connects_opened"]) >= 2, "{name} connected to too few peers\n{report}");
         assert_eq!(u(h, &["direct"]), 0, "{name}: no proxy fallback needed\n{report}");
     }

@@ -23,7 +23,8 @@ impl ShoalClient {
     /// Start from a JSON config (`{"url": "...", "api": "...", "token": "..."}`).
     #[uniffi::constructor]
     pub fn new(config_json: String) -> Result<Arc<Self>, ShoalError> {
-        let runner = Runner::start(&config_json).map_err(|e| ShoalError::Failed { message: format!("{e:#}") })?;
+        let runner =
+            Runner::start(&config_json).map_err(|e| ShoalError::Failed { message: format!("{e:#}") })?;
         let url = runner.local_url().to_owned();
         Ok(Arc::new(ShoalClient { runner: Mutex::new(runner), url }))
     }

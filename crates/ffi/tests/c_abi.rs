@@ -79,13 +79,23 @@ fn c_program_drives_a_client_through_the_c_abi() {
         .expect("smoke binary starts");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    let local = first.strip_prefix("LOCAL_URL ").unwrap_or_else(|| panic!("expected LOCAL_URL, got {first:?}")).to_owned();
+    let local = first
+        .strip_prefix("LOCAL_URL ")
+        .unwrap_or_else(|| panic!("expected LOCAL_URL, got {first:?}"))
+        .to_owned();
 
     let (master_text, segment) = rt.block_on(async {
         let http = reqwest::Client::new();
         let m = http.get(&local).send().await.expect("proxy answers").text().await.expect("body");
         let base = local.trim_end_matches("master.m3u8");
-        let p = http.get(format!("{base}360p/index.m3u8")).send().await.expect("playlist").text().await.expect("body");
+        let p = http
+            .get(format!("{base}360p/index.m3u8"))
+            .send()
+            .await
+            .expect("playlist")
+            .text()
+            .await
+            .expect("body");
         assert!(p.contains("\n7.ts\n"), "media playlist through the proxy:\n{p}");
         let s = http.get(format!("{base}360p/7.ts")).send().await.expect("segment");
         assert_eq!(s.headers().get("x-shoal-source").and_then(|v| v.to_str().ok()), Some("cdn"));

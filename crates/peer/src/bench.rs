@@ -76,7 +76,12 @@ struct Side {
 
 /// Drive one side until its role is done (or `stop` fires). Returns payload bytes moved and
 /// the instant the channel opened.
-async fn drive(mut s: Side, role: Role, mut stop: mpsc::Receiver<()>, opened: Option<mpsc::Sender<()>>) -> (u64, Option<Instant>) {
+async fn drive(
+    mut s: Side,
+    role: Role,
+    mut stop: mpsc::Receiver<()>,
+    opened: Option<mpsc::Sender<()>>,
+) -> (u64, Option<Instant>) {
     let mut buf = vec![0u8; 2048];
     let mut chan = None;
     let mut moved = 0u64;
@@ -141,7 +146,12 @@ async fn drive(mut s: Side, role: Role, mut stop: mpsc::Receiver<()>, opened: Op
                 if let Some(id) = chan {
                     // One write per drain (str0m's single-mutation invariant): the outer loop
                     // drains and comes back here while the buffer accepts.
-                    let ok = s.rtc.channel(id).map(|mut c| c.write(true, &frame)).unwrap_or(Ok(false)).unwrap_or(false);
+                    let ok = s
+                        .rtc
+                        .channel(id)
+                        .map(|mut c| c.write(true, &frame))
+                        .unwrap_or(Ok(false))
+                        .unwrap_or(false);
                     if ok {
                         moved += MAX_CHUNK_PAYLOAD as u64;
                         continue;
@@ -198,7 +208,8 @@ pub async fn throughput(total: u64, sctp_buffer: usize) -> anyhow::Result<Throug
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     let sender = tokio::spawn(drive(Side { rtc: a, sock: sa, local: la }, Role::Send { total }, rx_a, None));
-    let receiver = tokio::spawn(drive(Side { rtc: b, sock: sb, local: lb }, Role::Recv { total }, rx_b, None));
+    let receiver =
+        tokio::spawn(drive(Side { rtc: b, sock: sb, local: lb }, Role::Recv { total }, rx_b, None));
     let (got, opened) = receiver.await?;
     let secs_total = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;

@@ -48,7 +48,8 @@ pub struct Client {
     headless: Option<tokio::task::JoinHandle<HeadlessSummary>>,
     stop_headless: watch::Sender<bool>,
     /// The pingback task, its stop switch and the headless player's progress it reads.
-    pingback: (watch::Sender<bool>, tokio::task::JoinHandle<()>, watch::Sender<crate::pingback::PlayerProgress>),
+    pingback:
+        (watch::Sender<bool>, tokio::task::JoinHandle<()>, watch::Sender<crate::pingback::PlayerProgress>),
 }
 
 impl Client {
@@ -97,7 +98,8 @@ impl Client {
             stop: pingback_stop_rx,
             started: std::time::Instant::now(),
         });
-        let core = Core::new(CoreParts { cfg, socket, rx, tx: tx.clone(), cdn, stats_tx, stream, joined_tx })?;
+        let core =
+            Core::new(CoreParts { cfg, socket, rx, tx: tx.clone(), cdn, stats_tx, stream, joined_tx })?;
         let core_task = tokio::spawn(core.run());
         let stats = StatsHandle { rx: stats_rx, proxy };
         let (stop_headless, stop_rx) = watch::channel(false);

@@ -1164,7 +1164,8 @@ impl Core {
             }
             TrackerEvent::Msg(m) => match *m {
                 ServerMsg::Peers(p) => {
-                    self.announce_interval = Duration::from_millis((p.interval_ms * 4 / 5).clamp(1_000, 60_000));
+                    self.announce_interval =
+                        Duration::from_millis((p.interval_ms * 4 / 5).clamp(1_000, 60_000));
                     self.announce_at = Some(Instant::now() + self.announce_interval);
                     self.feed(Input::SwarmSize(p.swarm_size));
                     for c in p.candidates {

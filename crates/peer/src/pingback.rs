@@ -96,7 +96,9 @@ impl Sender {
         match tokio::time::timeout(timeout, send).await {
             Ok(Ok(r)) if r.status().is_success() => {
                 let body = tokio::time::timeout(timeout, r.bytes()).await.ok().and_then(Result::ok);
-                let ack = body.filter(|b| b.len() <= MAX_ANSWER).and_then(|b| serde_json::from_slice::<Ack>(&b).ok());
+                let ack = body
+                    .filter(|b| b.len() <= MAX_ANSWER)
+                    .and_then(|b| serde_json::from_slice::<Ack>(&b).ok());
                 tracing::debug!(?ack, "pingback: {n} report(s) delivered");
                 self.queue.drain(..n);
             }
@@ -104,9 +106,13 @@ impl Sender {
                 tracing::warn!(status = %r.status(), "pingback refused {n} report(s); dropping them");
                 self.queue.drain(..n);
             }
-            Ok(Ok(r)) => tracing::debug!(status = %r.status(), "pingback: server busy, keeping {} report(s)", self.queue.len()),
+            Ok(Ok(r)) => {
+                tracing::debug!(status = %r.status(), "pingback: server busy, keeping {} report(s)", self.queue.len())
+            }
             Ok(Err(e)) => tracing::debug!("pingback: {e}; keeping {} report(s)", self.queue.len()),
-            Err(_) => tracing::debug!("pingback: no answer in {timeout:?}; keeping {} report(s)", self.queue.len()),
+            Err(_) => {
+                tracing::debug!("pingback: no answer in {timeout:?}; keeping {} report(s)", self.queue.len())
+            }
         }
     }
 }
@@ -171,9 +177,9 @@ pub(crate) fn spawn(mut p: Params) -> tokio::task::JoinHandle<()> {
         let mut startup_sent = false;
         let mut joins_open = true;
         loop {
-            let interval = session
-                .as_ref()
-                .map_or(Duration::from_secs(3600), |j| Duration::from_millis(j.pingback.interval_ms.clamp(1_000, 600_000)));
+            let interval = session.as_ref().map_or(Duration::from_secs(3600), |j| {
+                Duration::from_millis(j.pingback.interval_ms.clamp(1_000, 600_000))
+            });
             let stopping = tokio::select! {
                 r = p.stop.wait_for(|s| *s) => { let _ = r; true }
                 r = p.joined.changed(), if joins_open => {
@@ -211,7 +217,11 @@ pub(crate) fn spawn(mut p: Params) -> tokio::task::JoinHandle<()> {
             sender.flush(&join.pingback.url, timeout).await;
             if stopping {
                 if sender.dropped > 0 || !sender.queue.is_empty() {
-                    tracing::info!(dropped = sender.dropped, unsent = sender.queue.len(), "pingback: stopped");
+                    tracing::info!(
+                        dropped = sender.dropped,
+                        unsent = sender.queue.len(),
+                        "pingback: stopped"
+                    );
                 }
                 return;
             }
@@ -237,7 +247,12 @@ mod tests {
     fn reports_are_differences_and_valid() {
         let t0 = Instant::now();
         let prev = Mark {
-            stats: StatsSnapshot { http_bytes: 1_000, p2p_down_bytes: 500, connect_attempts: 3, ..Default::default() },
+            stats: StatsSnapshot {
+                http_bytes: 1_000,
+                p2p_down_bytes: 500,
+                connect_attempts: 3,
+                ..Default::default()
+            },
             player: PlayerProgress { stalls: 1, stall_ms: 100, play_ms: 5_000, ..Default::default() },
             at: Some(t0),
         };
@@ -267,7 +282,8 @@ mod tests {
         assert_eq!(r.validate(), Ok(()));
         // A counter that went down was reset: it counts from zero, never negative.
         let reset = StatsSnapshot { http_bytes: 700, ..Default::default() };
-        let r = build(&join(), 4, t0 + Duration::from_secs(1), &prev, &reset, &PlayerProgress::default(), None);
+        let r =
+            build(&join(), 4, t0 + Duration::from_secs(1), &prev, &reset, &PlayerProgress::default(), None);
         assert_eq!((r.http_bytes, r.stalls, r.play_ms), (700, 0, 0));
         assert_eq!(r.validate(), Ok(()));
     }

@@ -267,14 +267,19 @@ pub async fn run(p: HeadlessParams) -> HeadlessSummary {
             };
             let _ = p.core.send(CoreMsg::PlayerState(state));
             if let Some(tx) = &p.progress {
-                let unfetched: u64 = listed.iter().filter(|(s, _)| next.is_some_and(|n| *s >= n)).map(|(_, d)| *d as u64).sum();
+                let unfetched: u64 = listed
+                    .iter()
+                    .filter(|(s, _)| next.is_some_and(|n| *s >= n))
+                    .map(|(_, d)| *d as u64)
+                    .sum();
                 tx.send_replace(crate::pingback::PlayerProgress {
                     rendition: rendition.clone(),
                     stalls: sum.stalls as u64,
                     stall_ms: sum.stall_ms + stalled_since.map_or(0, |s| s.elapsed().as_millis() as u64),
                     play_ms: playhead_ms,
                     startup_ms: sum.startup_ms,
-                    behind_live_ms: started_play.then(|| buffer_end_ms.saturating_sub(playhead_ms) + unfetched),
+                    behind_live_ms: started_play
+                        .then(|| buffer_end_ms.saturating_sub(playhead_ms) + unfetched),
                 });
             }
         }

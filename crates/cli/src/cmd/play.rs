@@ -81,7 +81,8 @@ pub fn config(a: &Args) -> anyhow::Result<ClientConfig> {
     c.stun = a.stun.clone();
     for kv in &a.engine {
         let (k, v) = kv.split_once('=').with_context(|| format!("--engine {kv:?}: expected name=JSON"))?;
-        let v: serde_json::Value = serde_json::from_str(v).or_else(|_| Ok::<_, anyhow::Error>(serde_json::Value::String(v.into())))?;
+        let v: serde_json::Value = serde_json::from_str(v)
+            .or_else(|_| Ok::<_, anyhow::Error>(serde_json::Value::String(v.into())))?;
         c.engine.insert(k.trim().to_owned(), v);
     }
     c.status_interval_ms = 0;

@@ -31,7 +31,8 @@ pub fn start_stack(dir: &std::path::Path, ns: Option<&Netns>, ip: &str, ladder: 
     }
     let mut origin = b.spawn()?;
     let key_line = origin.wait_for_line(|l| l.starts_with("SHOAL_ORIGIN_KEY "), Duration::from_secs(60))?;
-    let origin_key = key_line.split_whitespace().nth(1).ok_or_else(|| anyhow!("no key in {key_line:?}"))?.to_owned();
+    let origin_key =
+        key_line.split_whitespace().nth(1).ok_or_else(|| anyhow!("no key in {key_line:?}"))?.to_owned();
     let ready = origin.wait_ready("ORIGIN", Duration::from_secs(60))?;
     let base = ready.url.trim_end_matches('/').to_owned();
     let master = ready.fields.get(1).cloned().context("origin READY line without the master URL")?;
@@ -50,7 +51,15 @@ pub fn start_stack(dir: &std::path::Path, ns: Option<&Netns>, ip: &str, ladder: 
 }
 
 /// A headless native peer for `secs` seconds.
-pub fn play(dir: &std::path::Path, name: &str, ns: Option<&Netns>, master: &str, api: Option<&str>, secs: u64, extra: &[&str]) -> Result<Proc> {
+pub fn play(
+    dir: &std::path::Path,
+    name: &str,
+    ns: Option<&Netns>,
+    master: &str,
+    api: Option<&str>,
+    secs: u64,
+    extra: &[&str],
+) -> Result<Proc> {
     let mut b = Proc::builder(name, SHOAL)
         .args(["play", master, "--headless", "--duration", &secs.to_string(), "--status-every", "5"])
         .args(extra)
