@@ -104,6 +104,13 @@ pub struct ServeReport {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// CPU cores the in-process server's threads used during the load (from
+    /// `/proc/self/task/*/schedstat`); `None` for an external target.
+    pub server_cores: Option<f64>,
+    /// Same for the load generator's threads.
+    pub client_cores: Option<f64>,
+    /// Gbit/s per server core: the figure that holds on a shared, busy machine.
+    pub gbit_per_server_core: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -117,11 +124,29 @@ pub struct BenchReport {
     pub baseline: Option<ServeReport>,
 }
 
+const SERVER_THREAD: &str = "bench-origin";
+const CLIENT_THREAD: &str = "bench-client";
+
 /// CPU time of the calling thread in seconds, if the kernel tells us.
 fn thread_cpu_s() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     let ns: f64 = s.split_whitespace().next()?.parse().ok()?;
     Some(ns / 1e9)
+}
+
+/// Summed on-CPU time (seconds) of this process's threads whose name starts with `prefix`.
+fn threads_cpu_s(prefix: &str) -> Option<f64> {
+    let mut total = 0f64;
+    for t in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = t.ok()?.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+        total += stat.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1e9;
+    }
+    Some(total)
 }
 
 /// Encoded segments of every rendition, by rendition name.
@@ -214,12 +239,12 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
 
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.server_threads.max(1))
-        .thread_name("bench-origin")
+        .thread_name(SERVER_THREAD)
         .enable_all()
         .build()?;
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.client_threads.max(1))
-        .thread_name("bench-client")
+        .thread_name(CLIENT_THREAD)
         .enable_all()
         .build()?;
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -380,6 +405,7 @@ async fn load(urls: Vec<String>, opts: &BenchOptions, target: String) -> anyhow:
     let stop = Arc::new(AtomicBool::new(false));
     let budget = Arc::new(std::sync::atomic::AtomicU64::new(opts.max_requests));
     let start = Instant::now();
+    let cpu0 = (threads_cpu_s(SERVER_THREAD), threads_cpu_s(CLIENT_THREAD));
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..opts.concurrency {
         let (client, urls, stop, budget) = (client.clone(), urls.clone(), stop.clone(), budget.clone());
@@ -431,6 +457,14 @@ async fn load(urls: Vec<String>, opts: &BenchOptions, target: String) -> anyhow:
         errors += r.errors;
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cores = |before: Option<f64>, now: Option<f64>| match (before, now) {
+        (Some(a), Some(b)) => Some((b - a) / seconds),
+        _ => None,
+    };
+    let external = opts.target.is_some();
+    let server_cores = if external { None } else { cores(cpu0.0, threads_cpu_s(SERVER_THREAD)) };
+    let client_cores = cores(cpu0.1, threads_cpu_s(CLIENT_THREAD));
+    let gbit_per_s = bytes as f64 * 8.0 / seconds / 1e9;
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -450,10 +484,13 @@ async fn load(urls: Vec<String>, opts: &BenchOptions, target: String) -> anyhow:
         bytes,
         seconds,
         requests_per_s: requests as f64 / seconds,
-        gbit_per_s: bytes as f64 * 8.0 / seconds / 1e9,
+        gbit_per_s,
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         max_ms: lat.last().map_or(0.0, |&us| f64::from(us) / 1000.0),
+        server_cores,
+        client_cores,
+        gbit_per_server_core: server_cores.filter(|&c| c > 0.0).map(|c| gbit_per_s / c),
     })
 }
 
@@ -498,6 +535,13 @@ impl BenchReport {
                 "  {} requests in {:.1} s: {:.0} req/s, {:.2} Gbit/s, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms, {} errors",
                 v.requests, v.seconds, v.requests_per_s, v.gbit_per_s, v.p50_ms, v.p99_ms, v.max_ms, v.errors
             );
+            if let (Some(sc), Some(cc), Some(g)) = (v.server_cores, v.client_cores, v.gbit_per_server_core) {
+                let _ = writeln!(
+                    s,
+                    "  cpu: server {sc:.2} cores, load generator {cc:.2} cores -> {g:.2} Gbit/s and {:.0} req/s per server core",
+                    v.requests_per_s / sc.max(1e-9)
+                );
+            }
         }
         if let Some(b) = &self.baseline {
             let _ = writeln!(

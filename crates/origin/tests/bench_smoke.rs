@@ -31,6 +31,8 @@ fn bench_runs_and_reports() {
         assert!(s.bytes >= s.requests * 1_000, "whole segments fetched: {s:?}");
         assert!(s.p50_ms <= s.p99_ms && s.p99_ms <= s.max_ms);
         assert!(s.mean_segment_bytes > 1_000.0);
+        assert!(s.server_cores.is_some_and(|c| c > 0.0), "server CPU measured: {s:?}");
+        assert!(s.gbit_per_server_core.is_some_and(|g| g > 0.0));
     }
     let text = r.render();
     assert!(
