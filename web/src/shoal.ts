@@ -17,6 +17,8 @@ type Listener<K extends keyof ShoalEvents> = (data: ShoalEvents[K]) => void;
 const PLAYER_REPORT_MS = 250;
 const JOIN_RETRY_MAX = 8;
 const REJOIN_MIN_INTERVAL_MS = 30_000;
+/** Longest wait for the first frame before P2P starts anyway. */
+const START_GRACE_MS = 3_000;
 
 function newStats(): any {
   return {
@@ -216,6 +218,11 @@ export class Shoal {
         this.emit('p2p', { enabled: false, reason: 'unsupported', peerId: resp.peer_id });
         return;
       }
+      // Start-up is the CDN's job (the first segments never wait for peers): fetching and
+      // compiling the engine and opening peer connections wait until the first frame plays
+      // (at most START_GRACE_MS), so they do not compete with it for the CPU and the network.
+      await this.playbackStarted(START_GRACE_MS);
+      if (this.destroyed) return;
       let wasm;
       try {
         wasm = await loadWasm(this.opts.wasmUrl);
@@ -376,6 +383,27 @@ export class Shoal {
     };
   }
 
+  /** Resolves once the media element has played a frame, or after `maxMs`. */
+  private playbackStarted(maxMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const started = () => {
+        const m = this.media;
+        return !!m && m.readyState >= 3 && !m.paused && m.currentTime > 0;
+      };
+      if (started()) {
+        resolve();
+        return;
+      }
+      const t0 = performance.now();
+      const check = setInterval(() => {
+        if (started() || performance.now() - t0 >= maxMs || this.destroyed) {
+          clearInterval(check);
+          resolve();
+        }
+      }, 50);
+    });
+  }
+
   private bufferedAheadMs(): number {
     const m = this.media;
     if (!m) return 0;
@@ -442,6 +470,7 @@ export class Shoal {
       bytes,
       source: d ? d.source : 'cdn',
       verified: d ? d.verified : false,
+      direct: !d,
     });
   }
 

@@ -115,6 +115,8 @@ export interface SegmentEvent {
   bytes: number;
   source: SegmentSource;
   verified: boolean;
+  /** Loaded by hls.js's own loader (P2P not running yet or off, or a fallback). */
+  direct: boolean;
 }
 
 export interface ShoalEvents {

@@ -186,6 +186,9 @@ pub struct SdkSegment {
     /// `cdn`, `peers` or `mixed`.
     pub source: String,
     pub verified: bool,
+    /// Loaded by hls.js's own loader, not through the engine.
+    #[serde(default)]
+    pub direct: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -284,9 +287,13 @@ pub fn playback(v: &ViewerReport) -> Playback {
     stalls.extend(v.errors.iter().map(|e| format!("error: {e}")));
     stalls.extend(v.page_errors.iter().map(|e| format!("runner: {e}")));
     let mut hiccup_times = Vec::new();
+    let started = v.first_playing_at_ms.unwrap_or(f64::INFINITY);
     for s in &v.stalls {
-        let before = v.samples.iter().rev().find(|x| x.at_ms <= s.at_ms);
-        let buffered = before.map_or(0.0, |x| x.buffered_ahead);
+        // The buffer just before the stall; for one right after startup (no sample since the
+        // first frame), the first sample after it.
+        let before = v.samples.iter().rev().find(|x| x.at_ms <= s.at_ms && x.at_ms >= started);
+        let sample = before.or_else(|| v.samples.iter().find(|x| x.at_ms > s.at_ms));
+        let buffered = sample.map_or(0.0, |x| x.buffered_ahead);
         let text = format!(
             "waiting at {:.0} ms (currentTime {:.2}, {buffered:.2} s buffered) for {:?} ms",
             s.at_ms, s.current_time, s.duration_ms
@@ -317,5 +324,21 @@ pub fn assert_plays_smoothly(v: &ViewerReport) {
     assert!(waits <= MAX_HICCUPS, "viewer {}: {waits} decoder hiccups: {:#?}", v.id, p.hiccups);
     if !p.hiccups.is_empty() {
         println!("  viewer {}: hiccups (decoder short of CPU, media buffered): {:?}", v.id, p.hiccups);
+    }
+}
+
+impl SdkReport {
+    /// When P2P started in this page (the SDK's `p2p` event with `enabled`), ms since the
+    /// hook was installed.
+    pub fn p2p_started_at_ms(&self) -> Option<f64> {
+        self.events.iter().find_map(|e| {
+            let enabled = e.get("kind").and_then(|k| k.as_str()) == Some("p2p")
+                && e.get("enabled").and_then(|v| v.as_bool()) == Some(true);
+            if enabled {
+                e.get("atMs").and_then(|t| t.as_f64())
+            } else {
+                None
+            }
+        })
     }
 }

@@ -246,7 +246,15 @@ const P2PML_HOOK: &str = r#"
   engine.addEventListener('onPeerConnect', () => { st.peers += 1; });
   window.__shoalTestHooks = {
     hlsConfig: (c) => ({ ...c, ...engine.getConfigForHlsJs() }),
-    onHls: (hls) => engine.bindHls(hls),
+    onHls: (hls, video) => {
+      engine.bindHls(hls);
+      // p2p-media-loader drops its state on hlsMediaAttaching: attach first, as its examples
+      // do (the runner's player calls loadSource, then attachMedia, which becomes a no-op).
+      hls.attachMedia(video);
+      const attach = hls.attachMedia.bind(hls);
+      hls.attachMedia = (m) => { if (m !== video) attach(m); };
+      hls.on('hlsError', (_e, d) => console.log(`hls.js ${d.details}: ${d.error && (d.error.stack || d.error.message)} ${d.reason || ''}`));
+    },
     report: () => ({ p2pml: st }),
   };
 })();
@@ -345,6 +353,24 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
     let tracker = format!("{}/announce", api.replacen("http://", "ws://", 1));
     println!("origin {origin_url} (stream {master}), api {api}, stun {stun}, WebTorrent tracker {tracker}");
 
+    // Viewers join a stream that has been running: wait for a full-ish playlist, so hls.js
+    // starts its usual three target durations behind the live edge from the first run on.
+    let first = origin.config.synthetic.renditions.first().map_or("360p".to_string(), |r| r.name.clone());
+    let media = format!("{origin_url}/live/{}/{first}/index.m3u8", origin.config.stream);
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let n = shoal_testkit::http::get(Some(&ns), &media, Duration::from_secs(5))
+            .map(|r| r.text().lines().filter(|l| l.starts_with("#EXTINF")).count())
+            .unwrap_or(0);
+        if n >= 6 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{media} lists {n} segments after 40 s");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     let duration_ms = (a.viewers as u64 - 1) * a.join_every_ms + a.play_s * 1000;
     let mut outcomes = Vec::new();
     for player in &a.players {
@@ -370,6 +396,11 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
                 cfg.serve.push(ServeDir { prefix: "/__shoal_test/sdk/".into(), dir: dist.clone() });
             }
             "p2pml" => {
+                // With hls.js's transmuxing worker, hls.js transfers (detaches) the ArrayBuffer
+                // p2p-media-loader keeps in its segment store; a segment handed over twice then
+                // arrives empty ("Failed to find demuxer", then a fatal internalException).
+                // Without the worker it plays.
+                cfg.hls_config = serde_json::json!({ "enableWorker": false });
                 let opts = serde_json::json!({ "tracker": tracker, "stun": [stun] });
                 cfg.init_scripts.push(init_script(
                     &dir,
