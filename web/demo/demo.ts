@@ -52,6 +52,7 @@ async function loadConfig(): Promise<DemoConfig> {
 /** Per-second samples of cumulative bytes, for the last-30-s share and the chart. */
 const history: { t: number; http: number; p2p: number }[] = [];
 const CHART_SECONDS = 120;
+const CHART_WINDOW = 12;
 
 function windowShare(s: ShoalStats, seconds: number): number | null {
   const now = performance.now();
@@ -76,10 +77,10 @@ function drawChart(): void {
     ctx.lineTo(w, h - y * h);
     ctx.stroke();
   }
-  // Share of each 4-s step, over the last CHART_SECONDS.
+  // Share over a sliding 12-s window (six 2-s segments), over the last CHART_SECONDS.
   const pts: [number, number][] = [];
-  for (let i = 4; i < history.length; i += 1) {
-    const a = history[i - 4];
+  for (let i = CHART_WINDOW; i < history.length; i += 1) {
+    const a = history[i - CHART_WINDOW];
     const b = history[i];
     if (!a || !b) continue;
     const http = b.http - a.http;
