@@ -18,7 +18,9 @@ pub struct Config {
     pub max_upload_kbps: u32,
     /// Total bytes this client may upload in its session (0 = no limit).
     pub upload_budget_bytes: u64,
-    /// Requests served at once; further requests get `Busy`.
+    /// Requests served at once when the upload capacity is unknown; further requests get
+    /// `Busy`. With a known capacity, a request is refused once about a second of upload is
+    /// promised (and at most 4 × this many are served).
     pub max_uploads: u32,
     /// Requests for segments this client does not hold yet that it keeps open (it expects to
     /// receive them soon and relays them chunk by chunk).
@@ -41,6 +43,9 @@ pub struct Config {
     pub cdn_margin_ms: u64,
     /// A peer download that makes no progress for this long is moved elsewhere.
     pub peer_stall_ms: u64,
+    /// Parts a segment is split into, each fetched from its own source (so several
+    /// neighbours relay a new segment at once, each a part).
+    pub stripes: u32,
     /// Initial CDN estimates, replaced by measurements.
     pub cdn_ttfb_ms: u64,
     pub cdn_kbps: u32,
@@ -74,6 +79,7 @@ impl Default for Config {
             uphill_wait_ms: 1_000,
             cdn_margin_ms: 700,
             peer_stall_ms: 1_000,
+            stripes: 4,
             cdn_ttfb_ms: 300,
             cdn_kbps: 8_000,
             cache_segments: 10,
@@ -93,6 +99,9 @@ impl Config {
         }
         if !(self.fetchers_target > 0.0 && self.fetchers_target <= self.fetchers_max) {
             return Err("fetchers_target must be in (0, fetchers_max]");
+        }
+        if !(1..=16).contains(&self.stripes) {
+            return Err("stripes must be in 1..=16");
         }
         if self.cache_segments < 3 {
             return Err("cache_segments must be at least 3");

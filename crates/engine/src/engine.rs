@@ -29,6 +29,14 @@ const NEED_PEERS_EVERY_MS: Millis = 5_000;
 const HTTP_ATTEMPTS: u32 = 3;
 /// Minimum spacing of manifest fetches per rendition when nothing asks for one urgently.
 const MANIFEST_MIN_INTERVAL_MS: Millis = 500;
+/// Upload promised to peers beyond which a new request is answered `Busy`, in milliseconds
+/// of this client's upload capacity.
+const UPLOAD_BACKLOG_MS: u64 = 1_000;
+/// A peer that said it does not have a segment is not asked for it again for this long (or
+/// until it announces the segment).
+const ABSENT_SKIP_MS: Millis = 1_000;
+/// A peer whose delivery stalled is not asked for that segment again for this long.
+const STALL_SKIP_MS: Millis = 3_000;
 
 struct Rendition {
     name: String,
@@ -391,9 +399,7 @@ impl Engine {
         if let Some(seg) = self.segments.get_mut(&key) {
             seg.role = role;
             seg.cdn_at = Some(cdn_at);
-        }
-        if let Some(h) = uphill {
-            self.request_from(key, h, true);
+            seg.uphill = uphill;
         }
     }
 
@@ -438,7 +444,7 @@ impl Engine {
             return;
         }
         if switch_at.is_some_and(|t| t <= now) {
-            let had_source = seg.dl.as_ref().is_some_and(|d| d.got_any);
+            let had_source = seg.dls.iter().any(|d| d.got_any);
             self.cancel_download(key);
             let reason = if self.player.as_ref().is_some_and(|p| p.state.playing) {
                 CdnReason::Deadline
@@ -453,12 +459,11 @@ impl Engine {
         }
         if seg.role == Role::Undecided {
             // A source already announced it: follow that instead of ranking.
-            if let Some(src) = self.best_source(key, None) {
+            if self.announcers(key) > 0 {
                 if let Some(s) = self.segments.get_mut(&key) {
                     s.role = Role::Follower;
                     s.cdn_at = Some(s.learned_at + self.cfg.uphill_wait_ms);
                 }
-                self.request_from(key, src, false);
             } else {
                 self.decide_role(key);
             }
@@ -478,67 +483,204 @@ impl Engine {
             self.start_cdn(key, CdnReason::Edge);
             return;
         }
-        if let Some(dl) = seg.dl.clone() {
-            let src_complete = self
-                .peers
-                .get(&dl.peer)
-                .and_then(|p| p.haves.get(&key))
-                .is_some_and(|h| *h == HaveState::Complete);
+        // Drop requests that stalled, and requests waiting at a neighbour that has nothing yet
+        // while another neighbour has the segment: their chunks go into the next plan.
+        let announced = self.announcers(key);
+        let holders: Vec<PeerHandle> = self
+            .peers
+            .values()
+            .filter(|p| p.ready && p.uploads_enabled && p.haves.get(&key) == Some(&HaveState::Complete))
+            .map(|p| p.handle)
+            .collect();
+        let mut dropped: Vec<(PeerHandle, u32, bool)> = Vec::new();
+        for dl in &seg.dls {
+            let src = self.peers.get(&dl.peer).and_then(|p| p.haves.get(&key)).copied();
+            // Nothing yet from a source that holds it, or from one still waiting for it while
+            // another neighbour holds it: that source is slow or stuck; ask elsewhere.
             let stalled = if dl.got_any {
                 now.saturating_sub(dl.last_progress) > self.cfg.peer_stall_ms
-            } else if dl.uphill {
-                false
             } else {
-                src_complete && now.saturating_sub(dl.requested_at) > self.cfg.peer_stall_ms
+                let held_elsewhere = holders.iter().any(|&h| h != dl.peer);
+                (src == Some(HaveState::Complete) || held_elsewhere)
+                    && now.saturating_sub(dl.requested_at) > self.cfg.peer_stall_ms
             };
             if stalled {
+                dropped.push((dl.peer, dl.req_id, true));
+            } else if !dl.got_any && dl.uphill && src.is_none() && announced > 0 {
+                dropped.push((dl.peer, dl.req_id, false));
+            }
+        }
+        for (peer, req_id, stalled) in dropped {
+            if stalled {
                 if let Some(s) = self.segments.get_mut(&key) {
-                    s.skip_peers.push((dl.peer, now + 5_000));
+                    s.skip_peers.push((peer, now + STALL_SKIP_MS));
                 }
-                if let Some(p) = self.peers.get_mut(&dl.peer) {
+                if let Some(p) = self.peers.get_mut(&peer) {
                     p.failures += 1;
                 }
+            }
+            self.cancel_request(key, peer, req_id);
+        }
+        self.fill(key);
+        let Some(seg) = self.segments.get(&key) else { return };
+        let receiving = seg.dls.iter().any(|d| d.got_any);
+        if !receiving && announced == 0 {
+            // Nothing arrives and no neighbour has it: the CDN, at the role's time or before the
+            // deadline, whichever comes first.
+            let cdn_at = seg.cdn_at.unwrap_or(now);
+            let t = switch_at.map_or(cdn_at, |s| s.min(cdn_at));
+            if t <= now {
                 self.cancel_download(key);
-                self.step(key);
+                self.start_cdn(key, CdnReason::NoSource);
                 return;
             }
-            if !dl.got_any && dl.uphill {
-                // Waiting on a neighbour that has nothing yet: someone with data is better.
-                if let Some(src) = self.best_source(key, Some(dl.peer)) {
-                    self.cancel_download(key);
-                    self.request_from(key, src, false);
-                    return;
-                }
-            }
-            if !dl.got_any {
-                if let Some(t) = seg.cdn_at {
-                    if t <= now {
-                        self.cancel_download(key);
-                        self.start_cdn(key, CdnReason::NoSource);
-                        return;
-                    }
-                    self.wake_at(t);
-                }
-            }
-            let next_check =
-                if dl.got_any { dl.last_progress } else { dl.requested_at } + self.cfg.peer_stall_ms + 1;
-            self.wake_at(next_check);
-            if let Some(t) = switch_at {
-                self.wake_at(t);
-            }
-            return;
-        }
-        // No source at all.
-        if let Some(src) = self.best_source(key, None) {
-            self.request_from(key, src, false);
-            return;
-        }
-        let cdn_at = seg.cdn_at.unwrap_or(now);
-        let t = switch_at.map_or(cdn_at, |s| s.min(cdn_at));
-        if t <= now {
-            self.start_cdn(key, CdnReason::NoSource);
-        } else {
             self.wake_at(t);
+        }
+        let Some(seg) = self.segments.get(&key) else { return };
+        let mut checks: Vec<Millis> = seg
+            .dls
+            .iter()
+            .map(|d| if d.got_any { d.last_progress } else { d.requested_at } + self.cfg.peer_stall_ms + 1)
+            .collect();
+        if seg.dls.is_empty() && announced > 0 {
+            // Sources exist but none can be asked now (busy, skipped): look again soon.
+            checks.push(now + 250);
+        }
+        if let Some(t) = switch_at {
+            checks.push(t);
+        }
+        for t in checks {
+            self.wake_at(t);
+        }
+    }
+
+    /// Chunk ranges of the segment's stripes: `stripes` contiguous parts, from the signed
+    /// entry, or before it is known from the size the bitrate suggests (the last part then
+    /// runs to the end, whatever it is).
+    fn stripe_bounds(&self, key: SegKey) -> Vec<(u32, u32)> {
+        let Some(seg) = self.segments.get(&key) else { return Vec::new() };
+        let (n, known) = match &seg.entry {
+            Some(e) => (e.chunk_count() as u32, true),
+            None => {
+                let est = self.estimated_size(key).div_ceil(shoal_proto::manifest::DEFAULT_CHUNK_SIZE as u64);
+                (est.max(1) as u32, false)
+            }
+        };
+        let k = self.cfg.stripes.clamp(1, n.max(1));
+        (0..k)
+            .map(|i| {
+                let b0 = i * n / k;
+                let b1 = if i + 1 == k {
+                    if known {
+                        n
+                    } else {
+                        u32::MAX
+                    }
+                } else {
+                    (i + 1) * n / k
+                };
+                (b0, b1)
+            })
+            .collect()
+    }
+
+    /// Ask sources for the chunks nobody is bringing yet, stripe by stripe: each stripe (a
+    /// contiguous part of the segment) from its own source, so a new segment spreads through
+    /// the swarm along several trees at once and a peer whose upload is below the bitrate
+    /// still relays a stripe to a few neighbours instead of holding up whole segments.
+    ///
+    /// A stripe's source is, best first: a neighbour that holds the segment; one receiving it
+    /// that ranks above this client (rendezvous order, so requests flow one way and never in
+    /// circles); one receiving it that ranks below; a neighbour ranking above that has nothing
+    /// yet (the request waits there: it is about to fetch it). Each stripe weighs the
+    /// candidates with its own rendezvous draw, so the stripes of a segment go to different
+    /// neighbours.
+    fn fill(&mut self, key: SegKey) {
+        let now = self.now;
+        let bounds = self.stripe_bounds(key);
+        let Some(seg) = self.segments.get(&key) else { return };
+        if seg.complete || seg.http.is_some() || bounds.is_empty() {
+            return;
+        }
+        let rend = self.rends[key.0 as usize].name.clone();
+        let my_rank = if self.cfg.consume_only {
+            0.0
+        } else {
+            hrw::score(&rend, key.1, &self.me.peer_id, self.my_weight())
+        };
+        let mut cands: Vec<(f64, PeerHandle, bool, &str)> = Vec::new();
+        for p in self.peers.values() {
+            if !p.ready || !p.uploads_enabled || p.busy_until > now || seg.skipping(p.handle, now) {
+                continue;
+            }
+            let above = || hrw::score(&rend, key.1, &p.id, hrw::weight(p.upload_kbps)) > my_rank;
+            let base = match p.haves.get(&key) {
+                Some(HaveState::Complete) => 8.0,
+                Some(HaveState::Arriving { .. }) if above() => 4.0,
+                Some(HaveState::Arriving { .. }) => 2.0,
+                None if above() => 1.0,
+                None => continue,
+            };
+            let load = p.requests.len() as f64;
+            let score = base * p.rate.get().max(1.0) / (1.0 + load) / (1.0 + p.failures as f64);
+            cands.push((score, p.handle, !p.haves.contains_key(&key), p.id.as_str()));
+        }
+        // Neighbours that have nothing yet are asked only while nobody near has anything.
+        if cands.iter().any(|c| !c.2) {
+            cands.retain(|c| !c.2);
+        }
+        if cands.is_empty() {
+            return;
+        }
+        let known = seg.entry.is_some();
+        let mut plan: Vec<(PeerHandle, u32, u32, bool)> = Vec::new();
+        let mut extra: Vec<(PeerHandle, u32)> = Vec::new();
+        for (i, &(b0, b1)) in bounds.iter().enumerate() {
+            // The uncovered runs of this stripe (the whole stripe while the size is unknown).
+            let mut runs: Vec<(u32, u32)> = Vec::new();
+            if known {
+                let mut c = b0.max(seg.prefix as u32);
+                while c < b1 {
+                    while c < b1 && seg.covered(c) {
+                        c += 1;
+                    }
+                    let start = c;
+                    while c < b1 && !seg.covered(c) {
+                        c += 1;
+                    }
+                    if c > start {
+                        runs.push((start, c));
+                    }
+                }
+            } else if !seg.dls.iter().any(|d| d.next <= b0 && b0 < d.end) {
+                runs.push((b0, b1));
+            }
+            if runs.is_empty() {
+                continue;
+            }
+            // Each stripe from a source not already sending this segment, while there are such
+            // sources: one source per stripe is what spreads the load.
+            let salt = 16u8.wrapping_add(i as u8);
+            let pick = cands
+                .iter()
+                .map(|&(sc, h, up, id)| {
+                    let more = extra.iter().filter(|e| e.0 == h).map(|e| e.1).sum::<u32>()
+                        + seg.dls.iter().filter(|d| d.peer == h).count() as u32;
+                    (more, sc * (0.5 + hrw::unit(salt, &rend, key.1, id)), h, up)
+                })
+                .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)))
+                .map(|(_, sc, h, up)| (sc, h, up));
+            let Some((_, h, up)) = pick else { continue };
+            for (a, b) in runs {
+                plan.push((h, a, b, up));
+            }
+            match extra.iter_mut().find(|e| e.0 == h) {
+                Some(e) => e.1 += 1,
+                None => extra.push((h, 1)),
+            }
+        }
+        for (h, first, end, up) in plan {
+            self.request_range(key, h, first, end, up);
         }
     }
 
@@ -560,41 +702,15 @@ impl Engine {
         self.peers.values().filter(|p| p.ready).count()
     }
 
-    /// The best peer to get the segment from: one that holds it complete, or is receiving it,
-    /// by measured rate, with few of our requests outstanding.
-    fn best_source(&self, key: SegKey, exclude: Option<PeerHandle>) -> Option<PeerHandle> {
-        let seg = self.segments.get(&key)?;
-        let mut best: Option<(f64, PeerHandle)> = None;
-        for p in self.peers.values() {
-            if !p.ready || !p.uploads_enabled || Some(p.handle) == exclude || p.busy_until > self.now {
-                continue;
-            }
-            if seg.skipping(p.handle, self.now) {
-                continue;
-            }
-            let Some(h) = p.haves.get(&key) else { continue };
-            let base = match h {
-                HaveState::Complete => 2.0,
-                HaveState::Arriving { .. } => 1.0,
-            };
-            let load = p.requests.len() as f64;
-            let score = base * p.rate.get().max(1.0) / (1.0 + load) / (1.0 + p.failures as f64);
-            if best.is_none_or(|(b, _)| score > b) {
-                best = Some((score, p.handle));
-            }
-        }
-        best.map(|(_, h)| h)
+    /// Neighbours that said they hold the segment or are receiving it.
+    fn announcers(&self, key: SegKey) -> usize {
+        self.peers.values().filter(|p| p.ready && p.uploads_enabled && p.haves.contains_key(&key)).count()
     }
 
-    fn request_from(&mut self, key: SegKey, peer: PeerHandle, asked_uphill: bool) {
+    fn request_range(&mut self, key: SegKey, peer: PeerHandle, first: u32, end: u32, asked_uphill: bool) {
         let now = self.now;
         let Some(seg) = self.segments.get(&key) else { return };
-        if seg.dl.is_some() || seg.complete {
-            return;
-        }
-        let first = seg.prefix as u32;
-        let end = if seg.entry.is_some() { seg.total_chunks() as u32 } else { u32::MAX };
-        if first >= end {
+        if seg.complete || first >= end {
             return;
         }
         let want_entry = seg.entry.is_none();
@@ -606,25 +722,40 @@ impl Engine {
         // A request to a peer that never said it has the segment only waits there.
         let uphill = asked_uphill || !p.haves.contains_key(&key);
         if let Some(seg) = self.segments.get_mut(&key) {
-            seg.dl = Some(PeerDownload {
+            seg.dls.push(PeerDownload {
                 peer,
                 req_id,
                 requested_at: now,
                 last_progress: now,
                 got_any: false,
                 uphill,
+                next: first,
+                end,
             });
         }
         self.send(peer, Message::Request { req_id, rendition, seq: key.1, first, end, want_entry });
         self.wake_at(now + self.cfg.peer_stall_ms + 1);
     }
 
+    fn cancel_request(&mut self, key: SegKey, peer: PeerHandle, req_id: u32) {
+        if let Some(seg) = self.segments.get_mut(&key) {
+            seg.dls.retain(|d| !(d.peer == peer && d.req_id == req_id));
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.requests.remove(&req_id);
+            self.send(peer, Message::Cancel { req_id });
+        }
+    }
+
+    /// Cancel every request for the segment.
     fn cancel_download(&mut self, key: SegKey) {
         let Some(seg) = self.segments.get_mut(&key) else { return };
-        let Some(dl) = seg.dl.take() else { return };
-        if let Some(p) = self.peers.get_mut(&dl.peer) {
-            p.requests.remove(&dl.req_id);
-            self.send(dl.peer, Message::Cancel { req_id: dl.req_id });
+        let dls = std::mem::take(&mut seg.dls);
+        for dl in dls {
+            if let Some(p) = self.peers.get_mut(&dl.peer) {
+                p.requests.remove(&dl.req_id);
+                self.send(dl.peer, Message::Cancel { req_id: dl.req_id });
+            }
         }
     }
 
@@ -1057,7 +1188,7 @@ impl Engine {
             self.http.remove(&job.id);
             self.out.push_back(Output::HttpCancel { id: job.id });
         }
-        if let Some(dl) = seg.dl.take() {
+        for dl in std::mem::take(&mut seg.dls) {
             if let Some(p) = self.peers.get_mut(&dl.peer) {
                 p.requests.remove(&dl.req_id);
                 self.out
@@ -1234,11 +1365,14 @@ impl Engine {
                 seg.subscribers.retain(|&(h, r)| !(h == peer && r == u.req_id));
             }
         }
-        let keys: Vec<SegKey> = p.requests.values().copied().collect();
+        let mut keys: Vec<SegKey> = p.requests.values().copied().collect();
+        keys.sort_unstable();
+        keys.dedup();
         for key in keys {
             if let Some(seg) = self.segments.get_mut(&key) {
-                if seg.dl.as_ref().is_some_and(|d| d.peer == peer) {
-                    seg.dl = None;
+                seg.dls.retain(|d| d.peer != peer);
+                if seg.uphill == Some(peer) {
+                    seg.uphill = None;
                 }
             }
             self.step(key);
@@ -1298,14 +1432,22 @@ impl Engine {
                 self.on_request(peer, req_id, &rendition, seq, first, end, want_entry)
             }
             Message::Data { req_id, chunk, payload } => self.on_data(peer, req_id, chunk, payload),
-            Message::Done { req_id } => self.request_ended(peer, req_id, false),
-            Message::Absent { req_id } | Message::Busy { req_id, .. } => {
+            Message::Done { req_id } => self.request_ended(peer, req_id, None),
+            Message::Absent { req_id } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     if let Some(key) = p.requests.get(&req_id) {
                         p.haves.remove(key);
                     }
                 }
-                self.request_ended(peer, req_id, true)
+                self.request_ended(peer, req_id, Some(ABSENT_SKIP_MS))
+            }
+            Message::Busy { req_id, retry_ms } => {
+                // It has the segment but too much to send: ask others, and it again shortly.
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.busy_until = now + (retry_ms as Millis).clamp(100, 2_000);
+                }
+                self.wake_at(now + (retry_ms as Millis).clamp(100, 2_000));
+                self.request_ended(peer, req_id, None)
             }
             Message::Cancel { req_id } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
@@ -1416,6 +1558,11 @@ impl Engine {
         let Some(p) = self.peers.get_mut(&peer) else { return };
         p.rendition = Some(r);
         p.haves.insert(key, state);
+        // News from the peer: whatever it refused before may be there now.
+        if let Some(seg) = self.segments.get_mut(&key) {
+            seg.skip_peers.retain(|&(h, _)| h != peer);
+        }
+        let Some(p) = self.peers.get_mut(&peer) else { return };
         if p.haves.len() > 4 * self.cfg.cache_segments {
             let newest = self.rends[r as usize].newest.unwrap_or(seq).max(seq);
             let keep = self.cfg.cache_segments as u64;
@@ -1467,31 +1614,49 @@ impl Engine {
             }
         }
         let newest = self.rends[r as usize].newest;
-        let holding = self.segments.get(&key).is_some_and(|s| s.shareable());
-        // A segment we do not hold but which is at or just past our live edge is coming: keep
-        // the request and relay the chunks as they arrive.
+        let seg = self.segments.get(&key);
+        let holding = seg.is_some_and(|s| s.shareable() && s.has_chunk(first as usize));
+        // The segment is on its way here from the CDN or from other peers than the asker: keep
+        // the request and relay the chunks as they arrive. Unless the first chunk asked for is
+        // coming only from the asker itself: two peers waiting on each other for the same chunk
+        // would wait forever.
+        let coming = seg.is_some_and(|s| {
+            let via_asker_only = !s.coming(first, peer)
+                && s.dls.iter().any(|d| d.peer == peer && d.next <= first && first < d.end);
+            let elsewhere = s.http.is_some() || s.dls.iter().any(|d| d.peer != peer);
+            !s.unshareable && !via_asker_only && elsewhere
+        });
+        // Nothing under way for it yet, but it is at or just past our live edge: we are about
+        // to fetch it (this is how a better-ranked neighbour is asked before it has anything).
+        let idle = seg.is_none_or(|s| !s.in_flight() && s.have == 0 && !s.unshareable);
         let upcoming = Some(r) == self.active_rend && newest.is_none_or(|n| seq + 1 >= n && seq <= n + 2);
         let Some(p) = self.peers.get(&peer) else { return };
         if holding {
-            if self.active_uploads() >= self.upload_slots(r) {
+            if self.upload_backlog_full() {
                 self.stats.uploads_busy += 1;
                 self.send(peer, Message::Busy { req_id, retry_ms: 200 });
                 return;
             }
-        } else if !upcoming || p.parked_uploads() >= self.cfg.max_parked_uploads as usize {
+        } else if !(coming || (idle && upcoming))
+            || p.parked_uploads() >= self.cfg.max_parked_uploads as usize
+        {
             self.stats.uploads_absent += 1;
             self.send(peer, Message::Absent { req_id });
             return;
         }
         let parked_until = if holding { None } else { Some(now + self.cfg.park_timeout_ms) };
         let Some(p) = self.peers.get_mut(&peer) else { return };
+        // Requests are served in the order peers first asked for the segment, so a peer asking
+        // block after block is served through to the end before the next one: a few peers get
+        // it fast and pass it on, rather than everyone getting it slowly.
+        let started = p.first_asked(key, now);
         p.uploads.push(Upload {
             req_id,
             key,
             next: first,
             end,
             send_entry: want_entry,
-            started: now,
+            started,
             parked_until,
         });
         self.stats.uploads_served += 1;
@@ -1510,17 +1675,21 @@ impl Engine {
         self.pump_peer(peer);
     }
 
-    /// A request of ours ended at the peer (done, or refused).
-    fn request_ended(&mut self, peer: PeerHandle, req_id: u32, refused: bool) {
+    /// A request of ours ended at the peer (done, or refused: then the peer is not asked for
+    /// this segment again for `skip_ms`).
+    fn request_ended(&mut self, peer: PeerHandle, req_id: u32, skip_ms: Option<Millis>) {
         let now = self.now;
         let Some(p) = self.peers.get_mut(&peer) else { return };
         let Some(key) = p.requests.remove(&req_id) else { return };
         let Some(seg) = self.segments.get_mut(&key) else { return };
-        if seg.dl.as_ref().is_some_and(|d| d.req_id == req_id && d.peer == peer) {
-            seg.dl = None;
-            if refused {
+        if let Some(i) = seg.dls.iter().position(|d| d.req_id == req_id && d.peer == peer) {
+            seg.dls.remove(i);
+            if let Some(ms) = skip_ms {
                 seg.skip_peers.retain(|&(_, until)| until > now);
-                seg.skip_peers.push((peer, now + 2_000));
+                seg.skip_peers.push((peer, now + ms));
+                if seg.uphill == Some(peer) {
+                    seg.uphill = None;
+                }
             }
         }
         self.step(key);
@@ -1548,7 +1717,24 @@ impl Engine {
             self.misbehaved(peer, ByeReason::ProtocolError, "chunk out of range".into());
             return;
         }
-        if seg.has_chunk(idx) {
+        let duplicate = seg.has_chunk(idx);
+        if let Some(dl) = self
+            .segments
+            .get_mut(&key)
+            .and_then(|s| s.dls.iter_mut().find(|d| d.req_id == req_id && d.peer == peer))
+        {
+            let gap = now.saturating_sub(dl.last_progress).max(1);
+            dl.last_progress = now;
+            dl.next = dl.next.max(chunk + 1);
+            let measured = dl.got_any;
+            dl.got_any = true;
+            if measured {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.rate.add(len as f64 / gap as f64, 0.3, 0.3);
+                }
+            }
+        }
+        if duplicate {
             self.stats.wasted_bytes += len;
             return;
         }
@@ -1558,7 +1744,7 @@ impl Engine {
             self.stats.verify_failures += 1;
             self.stats.wasted_bytes += len;
             if let Some(seg) = self.segments.get_mut(&key) {
-                seg.dl = None;
+                seg.dls.retain(|d| d.peer != peer);
             }
             self.misbehaved(
                 peer,
@@ -1575,16 +1761,6 @@ impl Engine {
             seg.first_data_at = Some(now);
         }
         self.stats.p2p_down_bytes += len;
-        if let Some(dl) = seg.dl.as_mut().filter(|d| d.req_id == req_id && d.peer == peer) {
-            let gap = now.saturating_sub(dl.last_progress).max(1);
-            dl.last_progress = now;
-            if dl.got_any {
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.rate.add(len as f64 / gap as f64, 0.3, 0.3);
-                }
-            }
-            dl.got_any = true;
-        }
         self.on_new_chunks(key);
     }
 
@@ -1601,21 +1777,40 @@ impl Engine {
         self.peers.values().map(|p| p.active_uploads()).sum()
     }
 
-    /// How many peers this client feeds at once: each should get at least twice the
-    /// rendition's bitrate, or the segment is late everywhere downstream; the rest are told
-    /// `Busy` and fetch from someone who already relays it.
-    fn upload_slots(&self, r: u16) -> usize {
+    /// A new request would wait too long here: the bytes already promised to peers and not
+    /// sent yet are about a second of this client's upload (or, upload unknown, `max_uploads`
+    /// requests are being served). The asker is told `Busy` and asks another source; requests
+    /// are for one stripe, so a slow uploader still serves one or two of them and adds its
+    /// upload to the swarm instead of holding up whole segments.
+    fn upload_backlog_full(&self) -> bool {
+        let active = self.active_uploads();
         let max = self.cfg.max_uploads.max(1) as usize;
-        let bw_kbps = self.rends.get(r as usize).map_or(0, |x| x.bandwidth_bps / 1000);
-        let up = match (self.cfg.upload_kbps, self.cfg.max_upload_kbps) {
-            (0, 0) => return max,
+        let kbps = match (self.cfg.upload_kbps, self.cfg.max_upload_kbps) {
+            (0, 0) => return active >= max,
             (0, m) | (m, 0) => m,
             (a, b) => a.min(b),
         };
-        if bw_kbps == 0 {
-            return max;
+        if active >= 4 * max {
+            return true;
         }
-        ((up / (2 * bw_kbps)) as usize).clamp(1, max)
+        let mut pending = 0u64;
+        for p in self.peers.values() {
+            for u in p.uploads.iter().filter(|u| u.parked_until.is_none()) {
+                let left = match self.segments.get(&u.key).and_then(|s| s.entry.as_ref()) {
+                    Some(e) => {
+                        let end = (u.end as usize).min(e.chunk_count());
+                        if (u.next as usize) < end {
+                            e.chunk_range(end - 1).1 - e.chunk_range(u.next as usize).0
+                        } else {
+                            0
+                        }
+                    }
+                    None => self.estimated_size(u.key) / self.cfg.stripes.max(1) as u64,
+                };
+                pending += left;
+            }
+        }
+        pending >= kbps as u64 * 1_000 / 8 * UPLOAD_BACKLOG_MS / 1_000
     }
 
     /// Bytes this client lets sit in all its DataChannel buffers together: about 300 ms of
@@ -1669,8 +1864,7 @@ impl Engine {
         self.refill_tokens();
         let total: u64 = self.peers.values().map(|q| q.buffered).sum();
         let global_free = self.upload_window().saturating_sub(total);
-        let mut active = self.active_uploads();
-        let slots = self.upload_slots(self.active_rend.unwrap_or(0));
+        let backlog_full = self.upload_backlog_full();
         let Some(p) = self.peers.get_mut(&peer) else { return };
         if p.uploads.is_empty() {
             return;
@@ -1705,13 +1899,12 @@ impl Engine {
                 continue;
             }
             if u.parked_until.is_some() {
-                // Data exists now: it becomes an active upload if a slot is free.
-                if active >= slots {
+                // Data exists now: it becomes an active upload unless too much is promised.
+                if backlog_full {
                     self.stats.uploads_busy += 1;
                     msgs.push(Message::Busy { req_id: u.req_id, retry_ms: 200 });
                     continue;
                 }
-                active += 1;
                 u.parked_until = None;
             }
             if u.send_entry {
@@ -1889,7 +2082,7 @@ impl Engine {
                 self.http.remove(&job.id);
                 self.out.push_back(Output::HttpCancel { id: job.id });
             }
-            if let Some(dl) = seg.dl {
+            for dl in seg.dls {
                 if let Some(p) = self.peers.get_mut(&dl.peer) {
                     p.requests.remove(&dl.req_id);
                 }

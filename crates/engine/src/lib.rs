@@ -28,6 +28,13 @@
 //!   rendezvous hashing (`hrw`); the best-ranked one fetches it from the CDN at once and the
 //!   others ask it (or whoever announces it first) and wait. In swarms much larger than a
 //!   neighbourhood a lottery thins the local winners to about `fetchers_target` at once.
+//! - **Stripes.** A segment is fetched from peers in `stripes` contiguous parts, each from its
+//!   own source (preferring neighbours that hold it, then ones receiving it that rank above,
+//!   each stripe with its own rendezvous draw), so a new segment spreads along several trees
+//!   at once and a peer whose upload is below the bitrate still relays a stripe. Requests flow
+//!   up the rendezvous order; a peer never waits on the asker itself for a chunk, so two peers
+//!   cannot wait on each other. Uploads are served in the order peers first asked for the
+//!   segment, and a peer with about a second of upload promised answers `Busy`.
 //! - **Cut-through.** A peer relays each 16 kB chunk as soon as it has verified it against the
 //!   origin-signed entry, so a hop costs about one chunk time, not a segment time.
 //! - **Deadlines.** Each segment's deadline is when the player's buffer runs dry. The engine

@@ -46,6 +46,8 @@ pub struct Peer {
     pub next_ping: Millis,
     pub ping: Option<(u32, Millis)>,
     pub rtt_ms: Option<u64>,
+    /// When this peer first asked for each recent segment (upload order).
+    pub asked: Vec<(SegKey, Millis)>,
 }
 
 impl Peer {
@@ -70,7 +72,22 @@ impl Peer {
             next_ping: now + ping_interval,
             ping: None,
             rtt_ms: None,
+            asked: Vec::new(),
         }
+    }
+
+    /// When the peer first asked for `key` (recorded now if this is the first time).
+    pub fn first_asked(&mut self, key: SegKey, now: Millis) -> Millis {
+        if let Some(&(_, t)) = self.asked.iter().find(|a| a.0 == key) {
+            return t;
+        }
+        if self.asked.len() >= 16 {
+            if let Some(i) = self.asked.iter().enumerate().min_by_key(|(_, a)| a.0 .1).map(|(i, _)| i) {
+                self.asked.swap_remove(i);
+            }
+        }
+        self.asked.push((key, now));
+        now
     }
 
     pub fn active_uploads(&self) -> usize {

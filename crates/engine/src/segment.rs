@@ -139,7 +139,7 @@ pub struct HttpJob {
     pub buf: Pieces,
 }
 
-/// A request this client has outstanding at a peer.
+/// A request this client has outstanding at a peer: a range of chunks, sent in order.
 #[derive(Clone, Debug)]
 pub struct PeerDownload {
     pub peer: PeerHandle,
@@ -147,8 +147,12 @@ pub struct PeerDownload {
     pub requested_at: Millis,
     pub last_progress: Millis,
     pub got_any: bool,
-    /// The peer told us it was only asked to wait for the segment (it had none yet).
+    /// The peer had not said it has the segment when asked: the request waits there.
     pub uphill: bool,
+    /// The next chunk this request should bring, and the end of the range asked for (the
+    /// source sends the range in order).
+    pub next: u32,
+    pub end: u32,
 }
 
 pub struct Segment {
@@ -172,7 +176,10 @@ pub struct Segment {
     pub http: Option<HttpJob>,
     pub http_attempts: u32,
     pub retry_at: Option<Millis>,
-    pub dl: Option<PeerDownload>,
+    /// Requests outstanding at peers, each for a disjoint range of the missing chunks.
+    pub dls: Vec<PeerDownload>,
+    /// The better-ranked neighbour a follower waits on.
+    pub uphill: Option<PeerHandle>,
     pub role: Role,
     /// When to go to the CDN if no peer has started delivering.
     pub cdn_at: Option<Millis>,
@@ -207,7 +214,8 @@ impl Segment {
             http: None,
             http_attempts: 0,
             retry_at: None,
-            dl: None,
+            dls: Vec::new(),
+            uphill: None,
             role: Role::Undecided,
             cdn_at: None,
             cdn_bytes: 0,
@@ -232,10 +240,6 @@ impl Segment {
 
     pub fn size(&self) -> Option<u64> {
         self.entry.as_ref().map(|e| e.size)
-    }
-
-    pub fn total_chunks(&self) -> usize {
-        self.chunks.len()
     }
 
     /// Store a verified chunk. Returns false if it was already there (a duplicate).
@@ -279,7 +283,20 @@ impl Segment {
 
     /// Any source (CDN or peer) is delivering right now.
     pub fn in_flight(&self) -> bool {
-        self.http.is_some() || self.dl.is_some()
+        self.http.is_some() || !self.dls.is_empty()
+    }
+
+    /// Chunk `idx` is on its way from the CDN or from a peer other than `except`.
+    pub fn coming(&self, idx: u32, except: PeerHandle) -> bool {
+        if self.http.as_ref().is_some_and(|j| idx as usize >= j.first_chunk) {
+            return true;
+        }
+        self.dls.iter().any(|d| d.peer != except && d.next <= idx && idx < d.end)
+    }
+
+    /// Chunk `idx` is held or already asked for.
+    pub fn covered(&self, idx: u32) -> bool {
+        self.has_chunk(idx as usize) || self.dls.iter().any(|d| d.next <= idx && idx < d.end)
     }
 
     /// Something to share: it is arriving or complete, verified, and not marked unshareable.
