@@ -43,6 +43,9 @@ pub struct BenchOptions {
     pub target: Option<String>,
     /// Skip the encoder part (serving only).
     pub skip_encoder: bool,
+    /// Fetch `range` bytes at a chunk-aligned offset of each segment instead of the whole
+    /// segment (a client completing a segment peers delivered in part). 0: whole segments.
+    pub range: u64,
 }
 
 impl Default for BenchOptions {
@@ -57,6 +60,7 @@ impl Default for BenchOptions {
             client_threads: 1,
             target: None,
             skip_encoder: false,
+            range: 0,
         }
     }
 }
@@ -91,6 +95,8 @@ pub struct EncoderReport {
 pub struct ServeReport {
     pub target: String,
     pub concurrency: usize,
+    /// Bytes per request when fetching ranges; 0 for whole segments.
+    pub range: u64,
     pub server_threads: usize,
     pub client_threads: usize,
     pub segments: usize,
@@ -220,6 +226,9 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     if opts.concurrency == 0 || opts.concurrency > 4096 {
         bail!("concurrency must be 1..=4096");
     }
+    if opts.range > 1_000_000 {
+        bail!("range must be at most 1,000,000 bytes");
+    }
     if opts.duration.is_zero() || opts.duration > Duration::from_secs(600) {
         bail!("duration must be 1..=600 s");
     }
@@ -294,16 +303,35 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
                 Arc::new(encoded.iter().flat_map(|(_, v)| v.iter().cloned()).collect());
             let bare = axum::Router::new().route(
                 "/seg/{i}",
-                axum::routing::get(move |axum::extract::Path(i): axum::extract::Path<usize>| {
-                    let all = all.clone();
-                    async move {
-                        match all.get(i) {
-                            Some(b) => ([(axum::http::header::CONTENT_TYPE, "video/mp2t")], b.clone())
-                                .into_response(),
-                            None => axum::http::StatusCode::NOT_FOUND.into_response(),
+                axum::routing::get(
+                    move |axum::extract::Path(i): axum::extract::Path<usize>,
+                          headers: axum::http::HeaderMap| {
+                        let all = all.clone();
+                        async move {
+                            let Some(b) = all.get(i) else {
+                                return axum::http::StatusCode::NOT_FOUND.into_response();
+                            };
+                            // Just enough Range for the bench's own `bytes=a-b` requests.
+                            let range = headers
+                                .get(axum::http::header::RANGE)
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.strip_prefix("bytes="))
+                                .and_then(|v| v.split_once('-'))
+                                .and_then(|(a, z)| Some((a.parse::<usize>().ok()?, z.parse::<usize>().ok()?)))
+                                .filter(|&(a, z)| a <= z && z < b.len());
+                            match range {
+                                Some((a, z)) => (
+                                    axum::http::StatusCode::PARTIAL_CONTENT,
+                                    [(axum::http::header::CONTENT_TYPE, "video/mp2t")],
+                                    b.slice(a..=z),
+                                )
+                                    .into_response(),
+                                None => ([(axum::http::header::CONTENT_TYPE, "video/mp2t")], b.clone())
+                                    .into_response(),
+                            }
                         }
-                    }
-                }),
+                    },
+                ),
             );
             let bare_listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
             let bare_addr = bare_listener.local_addr()?;
@@ -409,6 +437,7 @@ async fn load(urls: Vec<String>, opts: &BenchOptions, target: String) -> anyhow:
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..opts.concurrency {
         let (client, urls, stop, budget) = (client.clone(), urls.clone(), stop.clone(), budget.clone());
+        let range = opts.range;
         tasks.spawn(async move {
             let mut res = WorkerResult { latencies_us: Vec::with_capacity(4096), bytes: 0, errors: 0 };
             let mut i = w * 7919;
@@ -417,9 +446,15 @@ async fn load(urls: Vec<String>, opts: &BenchOptions, target: String) -> anyhow:
                     break;
                 }
                 let url = &urls[i % urls.len()];
+                let mut req = client.get(url);
+                if range > 0 {
+                    // A chunk-aligned range in the first 160 KB (every segment here is larger).
+                    let start = (i as u64 / 7 % 10) * range;
+                    req = req.header(reqwest::header::RANGE, format!("bytes={start}-{}", start + range - 1));
+                }
                 i += 1;
                 let t = Instant::now();
-                match client.get(url).send().await {
+                match req.send().await {
                     Ok(mut r) if r.status().is_success() => {
                         let mut n = 0u64;
                         let mut ok = true;
@@ -474,6 +509,7 @@ async fn load(urls: Vec<String>, opts: &BenchOptions, target: String) -> anyhow:
     Ok(ServeReport {
         target,
         concurrency: opts.concurrency,
+        range: opts.range,
         // 0: an external server (`target`), not ours.
         server_threads: if opts.target.is_some() { 0 } else { opts.server_threads },
         client_threads: opts.client_threads,
@@ -522,13 +558,14 @@ impl BenchReport {
         for v in self.baseline.iter().chain(std::iter::once(&self.serve)) {
             let _ = writeln!(
                 s,
-                "serving: {} — {} clients (HTTP/1.1 keep-alive) on {} thread(s), server {}, {} segments of {:.0} B mean",
+                "serving: {} — {} clients (HTTP/1.1 keep-alive) on {} thread(s), server {}, {} segments of {:.0} B mean{}",
                 v.target,
                 v.concurrency,
                 v.client_threads,
                 if v.server_threads == 0 { "external".to_owned() } else { format!("on {} thread(s)", v.server_threads) },
                 v.segments,
-                v.mean_segment_bytes
+                v.mean_segment_bytes,
+                if v.range > 0 { format!(", fetching {}-byte ranges", v.range) } else { String::new() }
             );
             let _ = writeln!(
                 s,

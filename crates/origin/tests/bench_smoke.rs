@@ -34,6 +34,14 @@ fn bench_runs_and_reports() {
         assert!(s.server_cores.is_some_and(|c| c > 0.0), "server CPU measured: {s:?}");
         assert!(s.gbit_per_server_core.is_some_and(|g| g > 0.0));
     }
+    // Byte ranges: every request gets exactly the range, from both servers.
+    opts.range = 1024;
+    opts.skip_encoder = false;
+    let r2 = run(&opts).expect("bench runs with ranges");
+    for s in [&r2.serve, r2.baseline.as_ref().expect("baseline")] {
+        assert!(s.requests > 0 && s.errors == 0, "{s:?}");
+        assert_eq!(s.bytes, s.requests * 1024, "ranges, not whole segments: {s:?}");
+    }
     let text = r.render();
     assert!(
         text.contains("real-time factor") && text.contains("req/s") && text.contains("origin / baseline"),

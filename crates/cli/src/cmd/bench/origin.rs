@@ -34,6 +34,10 @@ pub struct Args {
     /// Load an external origin instead: its master or media playlist URL.
     #[arg(long, value_name = "URL")]
     pub target: Option<String>,
+    /// Fetch BYTES-long byte ranges at chunk-aligned offsets within the first 10×BYTES of each
+    /// segment instead of whole segments (0: whole segments). 16000 = one chunk.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub range: u64,
     /// With --target: skip the encoder measurement.
     #[arg(long)]
     pub skip_encoder: bool,
@@ -58,6 +62,7 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
         client_threads: a.client_threads,
         target: a.target,
         skip_encoder: a.skip_encoder,
+        range: a.range,
         ..Default::default()
     };
     if let Some(f) = a.fps {
