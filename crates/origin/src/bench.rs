@@ -387,7 +387,9 @@ async fn segment_urls(url: &str) -> anyhow::Result<Vec<String>> {
         let text = client.get(m.clone()).send().await?.error_for_status()?.bytes().await?;
         let pl = m3u8_rs::parse_media_playlist_res(&text)
             .map_err(|_| anyhow::anyhow!("{m}: not a media playlist"))?;
-        for s in pl.segments {
+        // The newest three only: on a live origin older ones may expire during the run.
+        let skip = pl.segments.len().saturating_sub(3);
+        for s in pl.segments.iter().skip(skip) {
             out.push(m.join(&s.uri)?.to_string());
         }
     }

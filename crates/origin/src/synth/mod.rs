@@ -252,7 +252,7 @@ fn run_rendition(
         }
         if (index + 1) % 30 == 0 {
             let rtf = media_total.as_secs_f64() / busy_total.as_secs_f64().max(1e-9);
-            tracing::info!(rendition = %enc.name, rtf = format!("{rtf:.2}"), "synthetic encoder real-time factor (media time / encode time)");
+            tracing::info!(rendition = %enc.name, rtf = format!("{rtf:.2}"), "synthetic encoder real-time factor (media time / wall time spent encoding)");
         }
     }
     Ok(())
