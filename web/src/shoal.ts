@@ -5,6 +5,7 @@
 
 import { join, JoinError, type JoinResponse } from './api.js';
 import { consoleLogger, type Logger } from './log.js';
+import { Pingback, type Counters as PingbackCounters } from './pingback.js';
 import { parseMaster, parseMedia, renditionName, streamFromUrl, type ListedSegment } from './playlist.js';
 import { Session, type Delivered } from './session.js';
 import type { HlsLike, ShoalEvents, ShoalOptions, ShoalStats } from './types.js';
@@ -73,12 +74,14 @@ export class Shoal {
   private playerTimer: ReturnType<typeof setInterval>;
   private statsTimer: ReturnType<typeof setInterval> | null = null;
   private destroyed = false;
+  private readonly pingback: Pingback;
 
   constructor(options: ShoalOptions = {}) {
     this.opts = { ...options };
     this.log = options.log ?? consoleLogger;
     this.stream = options.stream ?? null;
     this.p2pReason = options.api ? 'joining' : 'no_api';
+    this.pingback = new Pingback(() => this.pingbackCounters(), this.log);
     const maxPeers = options.maxPeers ?? 12;
     if (!(Number.isInteger(maxPeers) && maxPeers >= 0 && maxPeers <= 48)) throw new Error('maxPeers must be 0..=48');
     this.playerTimer = setInterval(() => this.reportPlayer(), PLAYER_REPORT_MS);
@@ -99,6 +102,7 @@ export class Shoal {
 
   /** Follow the player's media element (buffer, playing/stalled) through `hls`. */
   attach(hls: HlsLike): void {
+    this.pingback.attachHls(hls as { latency?: unknown });
     if (hls.media) this.setMedia(hls.media);
     hls.on('hlsMediaAttached', (_e, data: { media?: HTMLMediaElement }) => {
       if (data?.media) this.setMedia(data.media);
@@ -154,11 +158,31 @@ export class Shoal {
     this.destroyed = true;
     clearInterval(this.playerTimer);
     if (this.statsTimer) clearInterval(this.statsTimer);
+    this.pingback.stop();
     if (this.joinTimer) clearTimeout(this.joinTimer);
     this.endSession('destroyed');
     this.p2pReason = 'destroyed';
     this.setMedia(null);
     this.listeners.clear();
+  }
+
+  /** What pingback reports (cumulative; docs/pingback.md). */
+  private pingbackCounters(): PingbackCounters {
+    const s = this.stats();
+    const c = this.session?.connectStats();
+    return {
+      httpBytes: s.httpBytes,
+      manifestBytes: s.manifestBytes,
+      p2pDownBytes: s.p2pBytes,
+      p2pUpBytes: s.uploadBytes,
+      wastedBytes: s.wastedBytes,
+      segmentsVerified: s.segmentsVerified,
+      verifyFailures: s.verifyFailures,
+      peersConnected: s.peers,
+      connectAttempts: c?.attempts ?? 0,
+      connectsOpened: c?.opened ?? 0,
+      rendition: this.rendition,
+    };
   }
 
   // ------------------------------------------------------------------ events
@@ -206,6 +230,7 @@ export class Shoal {
     this.joined = resp;
     try {
       if (this.destroyed) return;
+      this.pingback.setJoin(resp);
       if (!resp.p2p || resp.origin_public_key === '' || resp.trackers.length === 0) {
         this.p2pReason = resp.p2p_reason ?? (resp.trackers.length === 0 ? 'no_tracker' : 'no_origin_key');
         this.log('info', `P2P is off for this session (${this.p2pReason}): CDN only`);
@@ -359,6 +384,7 @@ export class Shoal {
 
   private setMedia(m: HTMLMediaElement | null): void {
     if (this.media === m) return;
+    this.pingback.player.setMedia(m);
     this.mediaCleanup?.();
     this.mediaCleanup = null;
     this.media = m;

@@ -43,12 +43,12 @@
       const v = bottom + ((top - bottom) * k) / 4;
       const yy = y(v).toFixed(1);
       svg += `<line class="axis" x1="${L}" x2="${W - R}" y1="${yy}" y2="${yy}"/>`;
-      const label = opts.unit === '%' ? `${+(v * 100).toFixed(2)}` : `${+v.toFixed(v < 10 ? 2 : 0)}`;
+      const label = opts.unit === "%" ? `${+(v * 100).toFixed(2)}` : `${+v.toFixed(v < 10 ? 2 : 1)}`;
       svg += `<text class="tick" x="${L - 4}" y="${(+yy + 3).toFixed(1)}" text-anchor="end">${label}</text>`;
     }
     if (n > 1) {
-      for (const i of [0, Math.floor((n - 1) / 2), n - 1]) {
-        svg += `<text class="tick" x="${x(i).toFixed(1)}" y="${H - B + 14}" text-anchor="middle">${clock(times[i])}</text>`;
+      for (const [i, anchor] of [[0, 'start'], [Math.floor((n - 1) / 2), 'middle'], [n - 1, 'end']]) {
+        svg += `<text class="tick" x="${x(i).toFixed(1)}" y="${H - B + 14}" text-anchor="${anchor}">${clock(times[i])}</text>`;
       }
     }
     if (points === 0) svg += `<text class="empty" x="${L + pw / 2}" y="${T + ph / 2}" text-anchor="middle">waiting for reports…</text>`;
@@ -60,7 +60,8 @@
         d += `${pen ? 'L' : 'M'}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
         pen = true;
       });
-      if (d) svg += `<path d="${d}" fill="none" stroke="${s.color}" stroke-width="2" stroke-linejoin="round" data-series="${esc(s.name)}"/>`;
+      const dash = s.dash ? ' stroke-dasharray="6 4"' : '';
+      if (d) svg += `<path d="${d}" fill="none" stroke="${s.color}" stroke-width="2" stroke-linejoin="round"${dash} data-series="${esc(s.name)}"/>`;
       const lx = L + si * 150;
       svg += `<rect x="${lx}" y="${H - 12}" width="10" height="4" fill="${s.color}"/>`;
       svg += `<text class="legend" x="${lx + 14}" y="${H - 7}" fill="${s.color}">${esc(s.name)}</text>`;
@@ -86,7 +87,8 @@
   function render(s) {
     const chart = s.chart || [];
     const times = chart.map((p) => p.start_ms);
-    const col = (g, f) => chart.map((p) => num(p[g][f]));
+    // A window without session time in a group has no data for it (drawn as a gap).
+    const col = (g, f) => chart.map((p) => (p[g].viewers > 0 ? num(p[g][f]) : null));
     lineChart($('c-viewers'), times, [
       { name: 'all', color: COLORS.all, values: col('all', 'viewers') },
       { name: 'P2P', color: COLORS.p2p, values: col('p2p', 'viewers') },
@@ -98,19 +100,19 @@
     ]);
     lineChart($('c-offload'), times, [
       { name: 'offload', color: COLORS.peer, values: col('all', 'offload') },
-      { name: 'net offload', color: COLORS.net, values: col('all', 'net_offload') },
+      { name: 'net offload', color: COLORS.net, values: col('all', 'net_offload'), dash: true },
     ], { unit: '%', max: 1 });
     lineChart($('c-stall'), times, [
       { name: 'P2P', color: COLORS.p2p, values: col('p2p', 'stall_ratio') },
       { name: 'control', color: COLORS.control, values: col('control', 'stall_ratio') },
     ], { unit: '%', floor: 0.001 });
     lineChart($('c-startup'), times, [
-      { name: 'P2P', color: COLORS.p2p, values: col('p2p', 'startup_p50_ms') },
-      { name: 'control', color: COLORS.control, values: col('control', 'startup_p50_ms') },
+      { name: 'P2P', color: COLORS.p2p, values: chart.map((p) => num(p.p2p_startup_p50_ms)) },
+      { name: 'control', color: COLORS.control, values: chart.map((p) => num(p.control_startup_p50_ms)) },
     ], { floor: 100 });
     lineChart($('c-peers'), times, [
       { name: 'peers/viewer', color: COLORS.peer, values: col('p2p', 'peers_per_viewer') },
-      { name: 'conn. success ×10', color: COLORS.net, values: chart.map((p) => (num(p.p2p.connect_success) === null ? null : p.p2p.connect_success * 10)) },
+      { name: 'conn. success ×10', color: COLORS.net, values: col('p2p', 'connect_success').map((v) => (v === null ? null : v * 10)) },
     ]);
 
     const t = s.totals || {};
@@ -121,7 +123,8 @@
     $('t-net').textContent = pct(t.net_offload);
     const rp = s.recent_p2p || {}, rc = s.recent_control || {};
     $('t-stall').textContent = `${pct(rp.stall_ratio, 2)} / ${pct(rc.stall_ratio, 2)}`;
-    $('t-startup').textContent = `${ms(rp.startup_p50_ms)} / ${ms(rc.startup_p50_ms)}`;
+    const hp = s.hour_p2p || {}, hc = s.hour_control || {};
+    $('t-startup').textContent = `${ms(hp.startup_p50_ms)} / ${ms(hc.startup_p50_ms)}`;
 
     const tb = document.querySelector('#streams tbody');
     tb.replaceChildren();
@@ -133,11 +136,11 @@
       tb.appendChild(row([
         r.stream, fmt(c.viewers, 1), r.renditions.map(([n, v]) => `${n || '?'}:${v.toFixed(1)}`).join(' '),
         fmt(c.http_mbps, 2), fmt(c.p2p_mbps, 2), pct(c.offload), pct(c.net_offload), pct(r.cdn_saving_vs_control),
-        pct(rp.stall_ratio, 2), pct(rc.stall_ratio, 2), ms(rp.startup_p50_ms), ms(rc.startup_p50_ms),
+        pct(rp.stall_ratio, 2), pct(rc.stall_ratio, 2), ms(r.hour_p2p.startup_p50_ms), ms(r.hour_control.startup_p50_ms),
         ms(r.recent.latency_p50_ms), fmt(c.peers_per_viewer, 1), pct(c.connect_success, 0), fmt(r.recent.integrity_failures, 0), p2p,
       ]));
     }
-    $('streams-note').textContent = `Current = the newest complete ${s.window_ms / 1000}-s window; P2P vs control over the last ${s.recent_s} s. Holdback (control group): ${s.holdback_percent === null ? 'not set by this process' : `${s.holdback_percent} %`} of sessions.`;
+    $('streams-note').textContent = `Current = the newest complete ${s.window_ms / 1000}-s window; stall ratios of P2P vs control over the last ${s.recent_s} s; startup times of sessions started in the last hour. Holdback (control group): ${s.holdback_percent === null ? 'not set by this process' : `${s.holdback_percent} %`} of sessions.`;
 
     const hb = document.querySelector('#health tbody');
     hb.replaceChildren();

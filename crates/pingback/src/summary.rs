@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use shoal_proto::pingback::{Decision, Figures};
 
-use crate::agg::Aggregate;
+use crate::agg::{Aggregate, Histogram};
 use crate::protection::ScopeView;
 use crate::store::{Dims, KeyFilter, Query, QueryResult, StoreError, StoreStats};
 use crate::Pingback;
@@ -14,6 +14,9 @@ use crate::Pingback;
 pub const CHART_WINDOWS: u64 = 90;
 /// Decisions in the summary.
 const SUMMARY_DECISIONS: usize = 50;
+/// Startup times are rare events (one per session): they are shown over the sessions that
+/// started in the preceding hour, not per window.
+pub const STARTUP_SPAN_MS: u64 = 3_600_000;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ChartPoint {
@@ -21,6 +24,9 @@ pub struct ChartPoint {
     pub all: Figures,
     pub p2p: Figures,
     pub control: Figures,
+    /// Startup p50 of sessions that started in the hour up to this window, per group.
+    pub p2p_startup_p50_ms: Option<f64>,
+    pub control_startup_p50_ms: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -32,6 +38,9 @@ pub struct StreamRow {
     pub recent: Figures,
     pub recent_p2p: Figures,
     pub recent_control: Figures,
+    /// Over the last hour, per group (startup times: one sample per session).
+    pub hour_p2p: Figures,
+    pub hour_control: Figures,
     /// 1 − CDN bytes per session-hour of P2P sessions / those of control sessions: the saving
     /// against the same audience playing CDN-only (`None` without control data).
     pub cdn_saving_vs_control: Option<f64>,
@@ -59,6 +68,9 @@ pub struct Summary {
     /// All streams over the recent span, per experiment group.
     pub recent_p2p: Figures,
     pub recent_control: Figures,
+    /// All streams over the last hour, per experiment group.
+    pub hour_p2p: Figures,
+    pub hour_control: Figures,
     pub chart: Vec<ChartPoint>,
     pub streams: Vec<StreamRow>,
     pub decisions: Vec<Decision>,
@@ -134,6 +146,7 @@ impl Pingback {
         let mut streams = Vec::new();
         let mut totals = Figures::default();
         let (mut all_p2p, mut all_control) = (Aggregate::default(), Aggregate::default());
+        let (mut hour_p2p, mut hour_control) = (Aggregate::default(), Aggregate::default());
         if let Some(lc) = lc {
             // Charts: per window, all groups and the two experiment groups.
             let from = lc.saturating_sub((CHART_WINDOWS - 1) * w);
@@ -147,6 +160,32 @@ impl Pingback {
             let r = self.store.query(&q).await?;
             let group = |name: &str| r.iter().find(|(k, _)| k.group == name).map(|(_, s)| s);
             let (p2p, control) = (group("p2p"), group("control"));
+            // Startup histograms per window over the chart span and the hour before it.
+            let q = Query {
+                from_ms: from.saturating_sub(STARTUP_SPAN_MS),
+                to_ms: lc + w,
+                step_ms: w,
+                filter: KeyFilter::default(),
+                by: Dims { group: true, ..Default::default() },
+            };
+            let starts = self.store.query(&q).await?;
+            let startup_of = |name: &str| -> BTreeMap<u64, Histogram> {
+                starts
+                    .iter()
+                    .filter(|(k, _)| k.group == name)
+                    .flat_map(|(_, steps)| steps.iter())
+                    .filter(|(_, a)| a.startup.count() > 0)
+                    .map(|(w, a)| (*w, a.startup.clone()))
+                    .collect()
+            };
+            let (p2p_starts, control_starts) = (startup_of("p2p"), startup_of("control"));
+            let rolling = |m: &BTreeMap<u64, Histogram>, end: u64| {
+                let mut h = Histogram::default();
+                for (_, x) in m.range(end.saturating_sub(STARTUP_SPAN_MS) + 1..=end) {
+                    h.merge(x);
+                }
+                h.quantile(0.5)
+            };
             let mut start = from;
             while start <= lc {
                 let mut all = Aggregate::default();
@@ -163,6 +202,8 @@ impl Pingback {
                     all: all.figures(w),
                     p2p: pick(p2p).figures(w),
                     control: pick(control).figures(w),
+                    p2p_startup_p50_ms: rolling(&p2p_starts, start),
+                    control_startup_p50_ms: rolling(&control_starts, start),
                 });
                 start += w;
             }
@@ -176,6 +217,8 @@ impl Pingback {
                 by: Dims { stream: true, group: true, ..Default::default() },
             };
             let recent = by_stream_group(&self.store.query(&q).await?);
+            let q = Query { from_ms: (lc + w).saturating_sub(STARTUP_SPAN_MS), ..q };
+            let hour = by_stream_group(&self.store.query(&q).await?);
             let mut all_now = Aggregate::default();
             for groups in current.values() {
                 all_now.merge(&all_groups(Some(groups)));
@@ -189,6 +232,11 @@ impl Pingback {
                 let (rp, rc) = (pick("p2p"), pick("control"));
                 all_p2p.merge(&rp);
                 all_control.merge(&rc);
+                let hg = hour.get(name);
+                let hour_pick = |g: &str| hg.and_then(|m| m.get(g)).cloned().unwrap_or_default();
+                let (hp, hc) = (hour_pick("p2p"), hour_pick("control"));
+                hour_p2p.merge(&hp);
+                hour_control.merge(&hc);
                 let mut renditions: BTreeMap<String, f64> = BTreeMap::new();
                 for (k, steps) in current_raw.iter().filter(|(k, _)| &k.stream == name) {
                     *renditions.entry(k.rendition.clone()).or_default() +=
@@ -200,6 +248,8 @@ impl Pingback {
                     recent: all_groups(rg).figures(recent_ms),
                     recent_p2p: rp.figures(recent_ms),
                     recent_control: rc.figures(recent_ms),
+                    hour_p2p: hp.figures(STARTUP_SPAN_MS),
+                    hour_control: hc.figures(STARTUP_SPAN_MS),
                     cdn_saving_vs_control: saving_vs_control(&rp, &rc),
                     renditions: renditions.into_iter().collect(),
                     p2p_on: !self.board.is_off(name, ""),
@@ -231,6 +281,8 @@ impl Pingback {
             totals,
             recent_p2p: all_p2p.figures(recent_ms),
             recent_control: all_control.figures(recent_ms),
+            hour_p2p: hour_p2p.figures(STARTUP_SPAN_MS),
+            hour_control: hour_control.figures(STARTUP_SPAN_MS),
             chart,
             streams,
             decisions,

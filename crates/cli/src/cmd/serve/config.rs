@@ -22,8 +22,8 @@ pub enum Role {
     Api,
     Tracker,
     Stun,
-    /// Reserved: client stats collection (a later issue). Today it only answers `/health`
-    /// and `/metrics` on its listener.
+    /// Client reports, windows, queries, the dashboard, holdback and protection
+    /// (`shoal-pingback`, `docs/pingback.md`).
     Pingback,
 }
 
@@ -77,21 +77,8 @@ impl Default for ServeSection {
     }
 }
 
-/// `[pingback]` (reserved; the role itself is a later issue).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PingbackConfig {
-    /// URL clients POST stats to. Empty: `/v1/pingback` on the pingback role's listener.
-    pub url: String,
-    /// How often clients report, ms.
-    pub interval_ms: u64,
-}
-
-impl Default for PingbackConfig {
-    fn default() -> Self {
-        PingbackConfig { url: String::new(), interval_ms: 10_000 }
-    }
-}
+/// `[pingback]`: the pingback role's configuration (owned by `shoal-pingback`).
+pub use shoal_pingback::PingbackConfig;
 
 /// The whole `shoal serve` configuration.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -194,6 +181,9 @@ fn check(cfg: &ServeConfig) -> anyhow::Result<()> {
     }
     if roles.contains(&Role::Tracker) {
         cfg.tracker.validate().map_err(anyhow::Error::msg)?;
+    }
+    if roles.contains(&Role::Pingback) {
+        cfg.pingback.validate().map_err(anyhow::Error::msg)?;
     }
     Ok(())
 }
