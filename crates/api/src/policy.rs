@@ -80,7 +80,14 @@ mod tests {
     use super::*;
 
     fn input<'a>(req: &'a JoinRequest, session: &'a str, viewer: Option<&'a str>) -> PolicyInput<'a> {
-        PolicyInput { stream: "demo", session_id: session, peer_id: "p", viewer_id: viewer, request: req, client_ip: None }
+        PolicyInput {
+            stream: "demo",
+            session_id: session,
+            peer_id: "p",
+            viewer_id: viewer,
+            request: req,
+            client_ip: None,
+        }
     }
 
     #[test]
