@@ -27,6 +27,8 @@ const HELLO_TIMEOUT_MS: Millis = 10_000;
 const NEED_PEERS_EVERY_MS: Millis = 5_000;
 /// HTTP attempts per segment before the player is told it failed.
 const HTTP_ATTEMPTS: u32 = 3;
+/// Longest a CDN body waits for its signed entry before it goes to the player unverified.
+const RAW_HOLD_MS: Millis = 1_500;
 /// Minimum spacing of manifest fetches per rendition when nothing asks for one urgently.
 const MANIFEST_MIN_INTERVAL_MS: Millis = 500;
 /// Upload promised to peers beyond which a new request is answered `Busy`, in milliseconds
@@ -408,6 +410,15 @@ impl Engine {
         let now = self.now;
         let Some(seg) = self.segments.get(&key) else { return };
         if seg.complete || (seg.raw.is_some() && seg.http.is_none()) {
+            // A CDN body whose signed entry is still on its way waits for it (bounded), so
+            // what reaches the player is verified whenever the origin signs at all.
+            if let Some(t) = seg.raw_hold_until.filter(|&t| t > now && !seg.complete) {
+                let r = &self.rends[key.0 as usize];
+                if r.manifest_http.is_some() || r.manifest_wanted {
+                    self.wake_at(t);
+                    return;
+                }
+            }
             if seg.player_wants && !seg.delivered {
                 self.deliver(key);
             }
@@ -899,6 +910,12 @@ impl Engine {
         for e in m.segments {
             self.accept_entry(r, e, None);
         }
+        // Bodies still without an entry will not get one from this origin: stop holding them.
+        for seg in self.segments.values_mut() {
+            if seg.key.0 == r && seg.entry.is_none() {
+                seg.raw_hold_until = None;
+            }
+        }
         self.wake_at(self.now);
     }
 
@@ -1052,6 +1069,20 @@ impl Engine {
             return;
         }
         seg.raw = Some(body);
+        if seg.entry.is_none() && self.origin_key.is_some() {
+            // Hold it briefly for the manifest (fetched alongside, and much smaller, so usually
+            // already here), never past a playing player's deadline.
+            let mut until = self.now + RAW_HOLD_MS;
+            if self.player.as_ref().is_some_and(|p| p.state.playing) {
+                if let Some(d) = self.deadline(key) {
+                    until = until.min(d.saturating_sub(200));
+                }
+            }
+            if let Some(seg) = self.segments.get_mut(&key) {
+                seg.raw_hold_until = Some(until);
+            }
+            self.want_manifest(key.0);
+        }
         self.step(key);
     }
 

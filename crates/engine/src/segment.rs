@@ -167,6 +167,8 @@ pub struct Segment {
     /// Leading chunks all present.
     pub prefix: usize,
     pub complete: bool,
+    /// Deliver `raw` unverified only after this (waiting for the signed entry).
+    pub raw_hold_until: Option<Millis>,
     /// CDN body of a segment whose entry is unknown, or that failed verification.
     pub raw: Option<Pieces>,
     pub unshareable: bool,
@@ -207,6 +209,7 @@ impl Segment {
             prefix: 0,
             complete: false,
             raw: None,
+            raw_hold_until: None,
             unshareable: false,
             player_wants: false,
             player_asked_at: None,

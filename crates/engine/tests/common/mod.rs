@@ -216,6 +216,8 @@ pub struct World {
     pub rng: Rng,
     pub latency_ms: u64,
     pub cdn_ttfb_ms: u64,
+    /// Extra first-byte time of manifest responses.
+    pub manifest_delay_ms: u64,
     /// CDN bytes per millisecond to one client.
     pub cdn_rate: u64,
     /// CDN body bytes served per segment.
@@ -247,6 +249,7 @@ impl World {
             rng: Rng::new(seed),
             latency_ms: 20,
             cdn_ttfb_ms: 60,
+            manifest_delay_ms: 0,
             cdn_rate: 2_500, // 20 Mbit/s per client
             cdn_bytes: HashMap::new(),
             cdn_manifest_bytes: 0,
@@ -583,12 +586,13 @@ impl World {
                     None => (0, body),
                 };
                 let status = if range.is_some() { 206 } else { 200 };
+                let ttfb = self.cdn_ttfb_ms + if seq.is_none() { self.manifest_delay_ms } else { 0 };
                 self.nodes[i].http.insert(id, HttpState { seq, body, pos: 0, range_start: start });
                 self.push(
-                    now + self.cdn_ttfb_ms,
+                    now + ttfb,
                     Ev::Http { node: i, id, event: HttpEvent::Response { status, total: None } },
                 );
-                self.push(now + self.cdn_ttfb_ms, Ev::HttpNext { node: i, id });
+                self.push(now + ttfb, Ev::HttpNext { node: i, id });
             }
             Output::HttpCancel { id } => {
                 self.nodes[i].http.remove(&id);
