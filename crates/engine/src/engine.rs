@@ -496,13 +496,22 @@ impl Engine {
         }
         // Drop requests that stalled, and requests waiting at a neighbour that has nothing yet
         // while another neighbour has the segment: their chunks go into the next plan.
-        let announced = self.announcers(key);
-        let holders: Vec<PeerHandle> = self
-            .peers
-            .values()
-            .filter(|p| p.ready && p.uploads_enabled && p.haves.get(&key) == Some(&HaveState::Complete))
-            .map(|p| p.handle)
-            .collect();
+        let mut announced = 0;
+        let mut holders = 0;
+        let mut a_holder = 0;
+        for p in self.peers.values() {
+            if p.ready && p.uploads_enabled {
+                match p.haves.get(&key) {
+                    Some(HaveState::Complete) => {
+                        announced += 1;
+                        holders += 1;
+                        a_holder = p.handle;
+                    }
+                    Some(_) => announced += 1,
+                    None => {}
+                }
+            }
+        }
         let mut dropped: Vec<(PeerHandle, u32, bool)> = Vec::new();
         for dl in &seg.dls {
             let src = self.peers.get(&dl.peer).and_then(|p| p.haves.get(&key)).copied();
@@ -511,7 +520,7 @@ impl Engine {
             let stalled = if dl.got_any {
                 now.saturating_sub(dl.last_progress) > self.cfg.peer_stall_ms
             } else {
-                let held_elsewhere = holders.iter().any(|&h| h != dl.peer);
+                let held_elsewhere = holders > 1 || (holders == 1 && a_holder != dl.peer);
                 (src == Some(HaveState::Complete) || held_elsewhere)
                     && now.saturating_sub(dl.requested_at) > self.cfg.peer_stall_ms
             };
@@ -548,20 +557,54 @@ impl Engine {
             self.wake_at(t);
         }
         let Some(seg) = self.segments.get(&key) else { return };
-        let mut checks: Vec<Millis> = seg
+        let mut next = seg
             .dls
             .iter()
             .map(|d| if d.got_any { d.last_progress } else { d.requested_at } + self.cfg.peer_stall_ms + 1)
-            .collect();
+            .min();
         if seg.dls.is_empty() && announced > 0 {
             // Sources exist but none can be asked now (busy, skipped): look again soon.
-            checks.push(now + 250);
+            next = Some(next.map_or(now + 250, |t| t.min(now + 250)));
         }
         if let Some(t) = switch_at {
-            checks.push(t);
+            next = Some(next.map_or(t, |n| n.min(t)));
         }
-        for t in checks {
+        if let Some(t) = next {
             self.wake_at(t);
+        }
+    }
+
+    /// Rank the ready neighbours for a segment once (rendezvous order against this client, and a
+    /// per-segment draw that spreads stripes), again when the neighbours change.
+    fn rank_peers(&mut self, key: SegKey) {
+        let Some(seg) = self.segments.get(&key) else { return };
+        let mut ready = 0;
+        let mut known = true;
+        for p in self.peers.values().filter(|p| p.ready) {
+            ready += 1;
+            known &= seg.ranks.iter().any(|r| r.0 == p.handle);
+        }
+        if known && seg.ranks.len() == ready {
+            return;
+        }
+        let rend = &self.rends[key.0 as usize].name;
+        let mine = if self.cfg.consume_only {
+            0.0
+        } else {
+            hrw::score(rend, key.1, &self.me.peer_id, self.my_weight())
+        };
+        let ranks: Vec<(PeerHandle, bool, u64)> = self
+            .peers
+            .values()
+            .filter(|p| p.ready)
+            .map(|p| {
+                let above =
+                    p.uploads_enabled && hrw::score(rend, key.1, &p.id, hrw::weight(p.upload_kbps)) > mine;
+                (p.handle, above, hrw::hash(2, rend, key.1, &p.id))
+            })
+            .collect();
+        if let Some(seg) = self.segments.get_mut(&key) {
+            seg.ranks = ranks;
         }
     }
 
@@ -613,28 +656,24 @@ impl Engine {
         if seg.complete || seg.http.is_some() || bounds.is_empty() {
             return;
         }
-        let rend = self.rends[key.0 as usize].name.clone();
-        let my_rank = if self.cfg.consume_only {
-            0.0
-        } else {
-            hrw::score(&rend, key.1, &self.me.peer_id, self.my_weight())
-        };
-        let mut cands: Vec<(f64, PeerHandle, bool, &str)> = Vec::new();
+        self.rank_peers(key);
+        let Some(seg) = self.segments.get(&key) else { return };
+        let mut cands: Vec<(f64, PeerHandle, bool, u64)> = Vec::new();
         for p in self.peers.values() {
             if !p.ready || !p.uploads_enabled || p.busy_until > now || seg.skipping(p.handle, now) {
                 continue;
             }
-            let above = || hrw::score(&rend, key.1, &p.id, hrw::weight(p.upload_kbps)) > my_rank;
+            let Some(&(_, above, draw)) = seg.ranks.iter().find(|r| r.0 == p.handle) else { continue };
             let base = match p.haves.get(&key) {
                 Some(HaveState::Complete) => 8.0,
-                Some(HaveState::Arriving { .. }) if above() => 4.0,
+                Some(HaveState::Arriving { .. }) if above => 4.0,
                 Some(HaveState::Arriving { .. }) => 2.0,
-                None if above() => 1.0,
+                None if above => 1.0,
                 None => continue,
             };
             let load = p.requests.len() as f64;
             let score = base * p.rate.get().max(1.0) / (1.0 + load) / (1.0 + p.failures as f64);
-            cands.push((score, p.handle, !p.haves.contains_key(&key), p.id.as_str()));
+            cands.push((score, p.handle, !p.haves.contains_key(&key), draw));
         }
         // Neighbours that have nothing yet are asked only while nobody near has anything.
         if cands.iter().any(|c| !c.2) {
@@ -671,13 +710,14 @@ impl Engine {
             }
             // Each stripe from a source not already sending this segment, while there are such
             // sources: one source per stripe is what spreads the load.
-            let salt = 16u8.wrapping_add(i as u8);
             let pick = cands
                 .iter()
-                .map(|&(sc, h, up, id)| {
+                .map(|&(sc, h, up, draw)| {
                     let more = extra.iter().filter(|e| e.0 == h).map(|e| e.1).sum::<u32>()
                         + seg.dls.iter().filter(|d| d.peer == h).count() as u32;
-                    (more, sc * (0.5 + hrw::unit(salt, &rend, key.1, id)), h, up)
+                    // This stripe's own draw: 4 bits of the peer's per-segment hash.
+                    let jitter = ((draw >> (4 * (i % 16))) & 0xf) as f64 / 15.0;
+                    (more, sc * (0.5 + jitter), h, up)
                 })
                 .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)))
                 .map(|(_, sc, h, up)| (sc, h, up));
@@ -1824,24 +1864,17 @@ impl Engine {
         if active >= 4 * max {
             return true;
         }
-        let mut pending = 0u64;
+        // Chunks still to send (a range's end is clamped to the segment at its first pump; one
+        // not pumped yet counts at most MAX_WIRE_CHUNKS).
+        let mut chunks = 0u64;
         for p in self.peers.values() {
             for u in p.uploads.iter().filter(|u| u.parked_until.is_none()) {
-                let left = match self.segments.get(&u.key).and_then(|s| s.entry.as_ref()) {
-                    Some(e) => {
-                        let end = (u.end as usize).min(e.chunk_count());
-                        if (u.next as usize) < end {
-                            e.chunk_range(end - 1).1 - e.chunk_range(u.next as usize).0
-                        } else {
-                            0
-                        }
-                    }
-                    None => self.estimated_size(u.key) / self.cfg.stripes.max(1) as u64,
-                };
-                pending += left;
+                chunks +=
+                    u.end.min(u.next.saturating_add(MAX_WIRE_CHUNKS as u32)).saturating_sub(u.next) as u64;
             }
         }
-        pending >= kbps as u64 * 1_000 / 8 * UPLOAD_BACKLOG_MS / 1_000
+        chunks * shoal_proto::manifest::DEFAULT_CHUNK_SIZE as u64
+            >= kbps as u64 * 1_000 / 8 * UPLOAD_BACKLOG_MS / 1_000
     }
 
     /// Bytes this client lets sit in all its DataChannel buffers together: about 300 ms of
@@ -1895,7 +1928,9 @@ impl Engine {
         self.refill_tokens();
         let total: u64 = self.peers.values().map(|q| q.buffered).sum();
         let global_free = self.upload_window().saturating_sub(total);
-        let backlog_full = self.upload_backlog_full();
+        let backlog_full =
+            self.peers.get(&peer).is_some_and(|p| p.uploads.iter().any(|u| u.parked_until.is_some()))
+                && self.upload_backlog_full();
         let Some(p) = self.peers.get_mut(&peer) else { return };
         if p.uploads.is_empty() {
             return;

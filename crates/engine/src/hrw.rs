@@ -23,13 +23,18 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A uniform value in (0, 1) for (salt, rendition, seq, peer).
-pub fn unit(salt: u8, rendition: &str, seq: u64, peer_id: &str) -> f64 {
+/// A uniform 64-bit hash of (salt, rendition, seq, peer).
+pub fn hash(salt: u8, rendition: &str, seq: u64, peer_id: &str) -> u64 {
     let mut h = fnv(FNV_OFFSET ^ salt as u64, rendition.as_bytes());
     h = fnv(h, &[0xff]);
     h = fnv(h, &seq.to_be_bytes());
     h = fnv(h, peer_id.as_bytes());
-    let z = mix(h);
+    mix(h)
+}
+
+/// A uniform value in (0, 1) for (salt, rendition, seq, peer).
+pub fn unit(salt: u8, rendition: &str, seq: u64, peer_id: &str) -> f64 {
+    let z = hash(salt, rendition, seq, peer_id);
     ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
 }
 

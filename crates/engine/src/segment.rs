@@ -182,6 +182,9 @@ pub struct Segment {
     pub dls: Vec<PeerDownload>,
     /// The better-ranked neighbour a follower waits on.
     pub uphill: Option<PeerHandle>,
+    /// Ready neighbours: ranked above this client for this segment, and a per-segment draw
+    /// (cached: rendezvous hashing is the costliest part of a download plan).
+    pub ranks: Vec<(PeerHandle, bool, u64)>,
     pub role: Role,
     /// When to go to the CDN if no peer has started delivering.
     pub cdn_at: Option<Millis>,
@@ -219,6 +222,7 @@ impl Segment {
             retry_at: None,
             dls: Vec::new(),
             uphill: None,
+            ranks: Vec::new(),
             role: Role::Undecided,
             cdn_at: None,
             cdn_bytes: 0,
