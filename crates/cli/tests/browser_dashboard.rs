@@ -1,9 +1,17 @@
-//! The pingback dashboard in headless Chromium, inside a network namespace: `shoal serve`
-//! (api + tracker + pingback, 1-second windows) receives reports from a scripted audience
-//! that grows, then whose P2P sessions start to stall; the page renders, its charts gain
-//! points as reports arrive, the stream table and the tiles show the figures, the protection
-//! decision appears, nothing is loaded from anywhere but the server itself, and a screenshot
-//! is saved (`target/test-output/browser_dashboard/dashboard/dashboard-*.png`).
+//! The pingback dashboard in headless Chromium, inside a network namespace.
+//!
+//! 1. `shoal serve` (api + tracker + pingback, 1-second windows) receives reports from a
+//!    scripted audience that grows, then whose P2P sessions start to stall; the page renders,
+//!    its charts gain points as reports arrive, the stream table and the tiles show the
+//!    figures, the protection decision appears, nothing is loaded from anywhere but the server
+//!    itself, and screenshots are saved
+//!    (`target/test-output/browser_dashboard/dashboard/dashboard-*.png`).
+//! 2. Real browser-SDK viewers (web/dist, `make web`) play the synthetic stream through hls.js
+//!    and report with `web/src/pingback.ts`; pingback counts each page once with its startup
+//!    time and about the bytes the SDK counted, and the dashboard shows them
+//!    (`target/test-output/browser_dashboard_sdk/dashboard/`).
+
+mod browser_support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -213,4 +221,96 @@ fn browser_dashboard_renders_and_updates_as_reports_arrive() {
         check_png(&p).expect("a real PNG");
     }
     serve.stop(Duration::from_secs(10)).expect("serve stops");
+}
+
+/// Viewers of the second test.
+const SDK_VIEWERS: usize = 3;
+const SDK_PLAY_MS: u64 = 45_000;
+
+#[test]
+fn browser_dashboard_counts_browser_sdk_viewers() {
+    use shoal_testkit::browser;
+
+    let dir = TestDir::new("browser_dashboard_sdk").expect("test dir");
+    let ns = Netns::new().expect("network namespace");
+    let stack = browser_support::start_stack(&ns, &dir, browser_support::LADDER).expect("origin and servers");
+    let mut cfg = browser_support::sdk_play_config(
+        &stack,
+        &dir,
+        Duration::from_millis(SDK_PLAY_MS),
+        SDK_VIEWERS,
+        false,
+    )
+    .expect("play config");
+    for (i, v) in cfg.viewers.iter_mut().enumerate() {
+        v.open_at_ms = i as u64 * 2_000;
+    }
+    let report = browser::play(&ns, &dir, "play", &cfg).expect("pages play");
+    let mut sdk = Vec::new();
+    for v in &report.viewers {
+        let r = browser_support::sdk_report(v).expect("SDK report");
+        println!("{}", browser_support::sdk_line(&v.id, &r));
+        sdk.push(r);
+    }
+    let totals = browser_support::Totals::of(&sdk);
+    let api = stack.api.trim_end_matches('/').to_owned();
+    let get = |path: &str| -> Value {
+        let r = shoal_testkit::http::get(Some(&ns), &format!("{api}{path}"), Duration::from_secs(10))
+            .expect("GET");
+        serde_json::from_str(&r.text()).expect("JSON")
+    };
+    // The pages' last reports go by beacon as they close: give them a moment.
+    let mut figures = Value::Null;
+    for _ in 0..20 {
+        let w = get("/v1/pingback/windows?last_s=900&step_s=900&by=platform,group");
+        figures = w["series"]
+            .as_array()
+            .and_then(|s| s.iter().find(|x| x["key"]["platform"] == "web"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let startups: u64 = figures["points"]
+            .as_array()
+            .map_or(0, |p| p.iter().map(|x| x["startup_samples"].as_u64().unwrap_or(0)).sum());
+        if startups >= SDK_VIEWERS as u64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let sum = |k: &str| {
+        figures["points"]
+            .as_array()
+            .map_or(0.0, |p| p.iter().map(|x| x[k].as_f64().unwrap_or(0.0)).sum::<f64>())
+    };
+    println!(
+        "pingback (web): {} reports, http {} B, peers {} B, startup samples {}; SDK totals: http {} B, peers {} B",
+        sum("reports"), sum("http_bytes"), sum("p2p_bytes"), sum("startup_samples"), totals.http, totals.p2p
+    );
+    assert_eq!(figures["key"]["group"], "p2p", "every page was allowed P2P: {figures}");
+    assert_eq!(sum("startup_samples") as usize, SDK_VIEWERS, "one startup per page: {figures}");
+    assert!(sum("reports") >= (SDK_VIEWERS * 3) as f64, "reports every 10 s from each page: {figures}");
+    // Every report covers what the SDK counted up to it; the last one goes by beacon as the
+    // page closes (best effort), so pingback has at most the SDK's totals and most of them.
+    let (http, peers) = (sum("http_bytes"), sum("p2p_bytes"));
+    assert!(
+        http <= totals.http as f64 * 1.001 + 1.0 && http >= totals.http as f64 * 0.6,
+        "{http} vs {}",
+        totals.http
+    );
+    assert!(peers <= totals.p2p as f64 * 1.001 + 1.0, "{peers} vs {}", totals.p2p);
+    assert!(sum("play_ms") > (SDK_VIEWERS as f64) * 20_000.0, "play time seen by the pages: {figures}");
+
+    // The dashboard shows them.
+    let cfg = json!({ "url": format!("{api}/dashboard"), "durationMs": 4_000, "screenshotsAtMs": [3_500] });
+    let result: Value = run_script(&ns, &dir, "dashboard", "dashboard.mjs", &cfg, Duration::from_secs(90))
+        .expect("dashboard");
+    assert!(result["error"].is_null(), "{}", result["error"]);
+    let last = result["samples"].as_array().and_then(|s| s.last()).cloned().expect("a sample");
+    assert!(last["points"]["c-viewers"].as_u64().unwrap_or(0) > 0, "viewers charted: {last}");
+    assert!(
+        last["streams"].as_array().is_some_and(|r| r.first().and_then(|r| r[0].as_str()) == Some("demo")),
+        "{last}"
+    );
+    for s in result["screenshots"].as_array().expect("screenshots") {
+        check_png(std::path::Path::new(s["path"].as_str().expect("path"))).expect("a real PNG");
+    }
 }
