@@ -8,7 +8,9 @@
 //! ```no_run
 //! # async fn f() -> anyhow::Result<()> {
 //! use std::sync::Arc;
-//! let pb = Arc::new(shoal_pingback::Pingback::new(Default::default(), Default::default())?);
+//! let keys = shoal_proto::ticket::HmacKeys::parse(&["k1:the-api-ticket-secret-0123"], "")?;
+//! let deps = shoal_pingback::Deps { tickets: Some(keys), ..Default::default() };
+//! let pb = Arc::new(shoal_pingback::Pingback::new(Default::default(), deps)?);
 //! let app = pb.router(); // mount next to the API
 //! let policy = pb.policy(true, 5.0); // `Api::with_policy(policy)`
 //! tokio::spawn(pb.clone().run(std::future::pending()));
@@ -224,5 +226,30 @@ impl Pingback {
         let w = self.cfg.window_ms();
         let settled = now_ms.checked_sub(self.cfg.settle_ms())?;
         (settled - settled % w).checked_sub(w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_are_required_unless_switched_off() {
+        let e = Pingback::new(PingbackConfig::default(), Deps::default()).err().expect("no ticket keys");
+        assert!(e.to_string().contains("tickets.keys"), "{e}");
+        let cfg = PingbackConfig { require_ticket: false, ..Default::default() };
+        assert!(Pingback::new(cfg, Deps::default()).is_ok());
+        let bad = PingbackConfig { require_ticket: false, window_s: 0, ..Default::default() };
+        assert!(Pingback::new(bad, Deps::default()).is_err(), "the config is validated");
+    }
+
+    #[test]
+    fn complete_windows_wait_one_interval_and_transit() {
+        let cfg = PingbackConfig { require_ticket: false, ..Default::default() };
+        let pb = Pingback::new(cfg, Deps::default()).expect("pingback");
+        // Window [100 s, 110 s) is complete once 110 s + 10 s interval + 2 s have passed.
+        assert_eq!(pb.last_complete_start(122_000), Some(100_000));
+        assert_eq!(pb.last_complete_start(121_999), Some(90_000));
+        assert_eq!(pb.last_complete_start(5_000), None);
     }
 }
