@@ -6,8 +6,10 @@ CARGO ?= cargo
 
 .PHONY: bindings build-release demo test deps check test-rust wasm wasm-engine web test-web fuzz bench build
 
+# Two headless native peers join by default, so a single browser tab already shares.
+DEMO_ARGS ?= --peers 2
 demo: deps build-release
-	./target/release/shoal demo
+	./target/release/shoal demo $(DEMO_ARGS)
 
 build-release: web
 	$(CARGO) build --release -p shoal

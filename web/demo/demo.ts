@@ -9,6 +9,10 @@ interface DemoConfig {
   src: string;
   api?: string;
   stream?: string;
+  /** Viewer token for the API's join (`shoal demo` mints one per run). */
+  token?: string;
+  /** The pingback dashboard, linked from the page. */
+  dashboard?: string;
 }
 
 declare global {
@@ -46,6 +50,9 @@ async function loadConfig(): Promise<DemoConfig> {
   if (api) out.api = new URL(api, location.href).href.replace(/\/+$/, '');
   const stream = q.get('stream') ?? cfg.stream;
   if (stream) out.stream = stream;
+  const token = q.get('token') ?? cfg.token;
+  if (token) out.token = token;
+  if (cfg.dashboard) out.dashboard = cfg.dashboard;
   return out;
 }
 
@@ -135,6 +142,13 @@ async function main(): Promise<void> {
   };
   if (cfg.api) opts.api = cfg.api;
   if (cfg.stream) opts.stream = cfg.stream;
+  if (cfg.token) opts.token = cfg.token;
+  if (cfg.dashboard) {
+    const a = document.createElement('a');
+    a.href = cfg.dashboard;
+    a.textContent = ' · dashboard';
+    $('source').appendChild(a);
+  }
   const shoal = new Shoal(opts);
   const hls = new Hls(shoal.hlsConfig({ enableWorker: true }));
   shoal.attach(hls);

@@ -54,7 +54,5 @@ fn write_private(path: &std::path::Path, content: &str) -> anyhow::Result<()> {
 
 fn getrandom_fill(buf: &mut [u8]) -> anyhow::Result<()> {
     use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .context("reading /dev/urandom")
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).context("reading /dev/urandom")
 }
