@@ -129,12 +129,8 @@ async fn run_async(args: Args, web: PathBuf) -> anyhow::Result<()> {
         .router()
         .route("/config.json", get(move || std::future::ready(Json(config.clone()))))
         .fallback_service(tower_http::services::ServeDir::new(&web));
-    let page_cancel = cancel.clone();
-    let page = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { page_cancel.cancelled().await })
-            .await
-    });
+    // The origin's own server loop (axum::serve would drop half-closed ffmpeg uploads).
+    let page = tokio::spawn(shoal_origin::serve(listener, app, cancel.clone()));
 
     // Native peers, once the first segments exist.
     let mut peers = Vec::new();
