@@ -497,18 +497,19 @@ impl Engine {
         // Drop requests that stalled, and requests waiting at a neighbour that has nothing yet
         // while another neighbour has the segment: their chunks go into the next plan.
         let mut announced = 0;
+        let mut usable = 0;
         let mut holders = 0;
         let mut a_holder = 0;
         for p in self.peers.values() {
             if p.ready && p.uploads_enabled {
-                match p.haves.get(&key) {
-                    Some(HaveState::Complete) => {
-                        announced += 1;
-                        holders += 1;
-                        a_holder = p.handle;
-                    }
-                    Some(_) => announced += 1,
-                    None => {}
+                let Some(h) = p.haves.get(&key) else { continue };
+                announced += 1;
+                if p.busy_until <= now && !seg.skipping(p.handle, now) {
+                    usable += 1;
+                }
+                if *h == HaveState::Complete {
+                    holders += 1;
+                    a_holder = p.handle;
                 }
             }
         }
@@ -526,7 +527,7 @@ impl Engine {
             };
             if stalled {
                 dropped.push((dl.peer, dl.req_id, true));
-            } else if !dl.got_any && dl.uphill && src.is_none() && announced > 0 {
+            } else if !dl.got_any && dl.uphill && src.is_none() && usable > 0 {
                 dropped.push((dl.peer, dl.req_id, false));
             }
         }
@@ -1906,8 +1907,17 @@ impl Engine {
             return;
         }
         order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        for (_, _, h) in order {
-            self.pump_peer(h);
+        // One chunk per peer per round: the peers served at once all get data as it arrives
+        // (a relay feeding several neighbours lets each pass chunks on at once, rather than
+        // one after the other), within the upload window.
+        loop {
+            let mut sent = 0;
+            for &(_, _, h) in &order {
+                sent += self.pump_peer_limited(h, 1);
+            }
+            if sent == 0 {
+                break;
+            }
         }
     }
 
@@ -1925,15 +1935,21 @@ impl Engine {
     /// Send what can be sent to one peer: the newest segment first, chunk by chunk, within its
     /// DataChannel window, the upload rate limit and the byte budget.
     fn pump_peer(&mut self, peer: PeerHandle) {
+        self.pump_peer_limited(peer, usize::MAX);
+    }
+
+    /// [`pump_peer`](Self::pump_peer), at most `limit` chunks; returns how many were sent.
+    fn pump_peer_limited(&mut self, peer: PeerHandle, limit: usize) -> usize {
+        let mut sent = 0;
         self.refill_tokens();
         let total: u64 = self.peers.values().map(|q| q.buffered).sum();
         let global_free = self.upload_window().saturating_sub(total);
         let backlog_full =
             self.peers.get(&peer).is_some_and(|p| p.uploads.iter().any(|u| u.parked_until.is_some()))
                 && self.upload_backlog_full();
-        let Some(p) = self.peers.get_mut(&peer) else { return };
+        let Some(p) = self.peers.get_mut(&peer) else { return 0 };
         if p.uploads.is_empty() {
-            return;
+            return 0;
         }
         p.uploads.sort_by(|a, b| b.key.1.cmp(&a.key.1).then(a.started.cmp(&b.started)));
         let mut uploads = std::mem::take(&mut p.uploads);
@@ -1977,7 +1993,7 @@ impl Engine {
                 msgs.push(Message::Entry(Box::new((*entry).clone())));
                 u.send_entry = false;
             }
-            while u.next < u.end && window > 0 && !rate_blocked {
+            while u.next < u.end && window > 0 && !rate_blocked && sent < limit {
                 let Some(Some(c)) = seg.chunks.get(u.next as usize) else { break };
                 let cost = c.len() as u64;
                 if self.cfg.upload_budget_bytes > 0 && self.uploaded + cost > self.cfg.upload_budget_bytes {
@@ -1996,6 +2012,7 @@ impl Engine {
                 self.stats.p2p_up_bytes += cost;
                 window = window.saturating_sub(cost + shoal_proto::wire::DATA_HEADER as u64);
                 u.next += 1;
+                sent += 1;
             }
             if u.next >= u.end {
                 msgs.push(Message::Done { req_id: u.req_id });
@@ -2030,6 +2047,7 @@ impl Engine {
             let t = self.now + (16_000.0 / rate).ceil() as u64;
             self.wake_at(t);
         }
+        sent
     }
 
     // ---------------------------------------------------------------- time
