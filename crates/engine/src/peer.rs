@@ -1,12 +1,46 @@
 //! A connected peer as this client sees it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use shoal_proto::wire::HaveState;
 
 use crate::estimate::Ewma;
 use crate::io::{Millis, PeerHandle};
 use crate::segment::SegKey;
+
+/// What a peer said it holds or receives: a few dozen recent segments at most, looked up many
+/// times per step, so a small vector (newest last) beats hashing.
+#[derive(Clone, Debug, Default)]
+pub struct Haves(Vec<(SegKey, HaveState)>);
+
+impl Haves {
+    pub fn get(&self, key: &SegKey) -> Option<&HaveState> {
+        self.0.iter().rev().find(|e| e.0 == *key).map(|e| &e.1)
+    }
+
+    pub fn contains_key(&self, key: &SegKey) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn insert(&mut self, key: SegKey, state: HaveState) {
+        match self.0.iter_mut().rev().find(|e| e.0 == key) {
+            Some(e) => e.1 = state,
+            None => self.0.push((key, state)),
+        }
+    }
+
+    pub fn remove(&mut self, key: &SegKey) {
+        self.0.retain(|e| e.0 != *key);
+    }
+
+    pub fn retain(&mut self, mut keep: impl FnMut(&SegKey, &HaveState) -> bool) {
+        self.0.retain(|e| keep(&e.0, &e.1));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
 
 /// A request from this peer that this client serves (or will serve when the segment arrives).
 #[derive(Clone, Debug)]
@@ -35,7 +69,7 @@ pub struct Peer {
     pub last_heard: Millis,
     /// Bytes in the DataChannel's send buffer as last reported, plus what was written since.
     pub buffered: u64,
-    pub haves: HashMap<SegKey, HaveState>,
+    pub haves: Haves,
     pub uploads: Vec<Upload>,
     /// Requests this client has outstanding at the peer (ordered: it is iterated).
     pub requests: BTreeMap<u32, SegKey>,
@@ -63,7 +97,7 @@ impl Peer {
             connected_at: now,
             last_heard: now,
             buffered: 0,
-            haves: HashMap::new(),
+            haves: Haves::default(),
             uploads: Vec::new(),
             requests: BTreeMap::new(),
             rate: Ewma::new(100.0),
