@@ -95,6 +95,8 @@ pub struct Engine {
     /// Fetch ahead from this sequence number on (the player's position).
     want_from: Option<u64>,
     swarm_size: u32,
+    /// Changes whenever a peer becomes ready or leaves (segments re-rank their neighbours).
+    peers_version: u64,
     fetchers_target: f64,
     cdn: CdnEstimate,
     stats: Stats,
@@ -143,6 +145,7 @@ impl Engine {
             active_rend: None,
             want_from: None,
             swarm_size: 0,
+            peers_version: 0,
             fetchers_target,
             cdn,
             stats: Stats::default(),
@@ -579,13 +582,7 @@ impl Engine {
     /// per-segment draw that spreads stripes), again when the neighbours change.
     fn rank_peers(&mut self, key: SegKey) {
         let Some(seg) = self.segments.get(&key) else { return };
-        let mut ready = 0;
-        let mut known = true;
-        for p in self.peers.values().filter(|p| p.ready) {
-            ready += 1;
-            known &= seg.ranks.iter().any(|r| r.0 == p.handle);
-        }
-        if known && seg.ranks.len() == ready {
+        if seg.ranks_version == Some(self.peers_version) {
             return;
         }
         let rend = &self.rends[key.0 as usize].name;
@@ -606,6 +603,7 @@ impl Engine {
             .collect();
         if let Some(seg) = self.segments.get_mut(&key) {
             seg.ranks = ranks;
+            seg.ranks_version = Some(self.peers_version);
         }
     }
 
@@ -652,9 +650,17 @@ impl Engine {
     /// neighbours.
     fn fill(&mut self, key: SegKey) {
         let now = self.now;
-        let bounds = self.stripe_bounds(key);
         let Some(seg) = self.segments.get(&key) else { return };
-        if seg.complete || seg.http.is_some() || bounds.is_empty() {
+        if seg.complete || seg.http.is_some() {
+            return;
+        }
+        // Most steps find every chunk held or asked for already: nothing to plan.
+        let n = seg.entry.as_ref().map(|e| e.chunk_count() as u32);
+        if n.is_some_and(|n| seg.next_uncovered(seg.prefix as u32, n).is_none()) {
+            return;
+        }
+        let bounds = self.stripe_bounds(key);
+        if bounds.is_empty() {
             return;
         }
         self.rank_peers(key);
@@ -691,17 +697,12 @@ impl Engine {
             let mut runs: Vec<(u32, u32)> = Vec::new();
             if known {
                 let mut c = b0.max(seg.prefix as u32);
-                while c < b1 {
-                    while c < b1 && seg.covered(c) {
-                        c += 1;
-                    }
-                    let start = c;
+                while let Some(start) = seg.next_uncovered(c, b1) {
+                    c = start + 1;
                     while c < b1 && !seg.covered(c) {
                         c += 1;
                     }
-                    if c > start {
-                        runs.push((start, c));
-                    }
+                    runs.push((start, c));
                 }
             } else if !seg.dls.iter().any(|d| d.next <= b0 && b0 < d.end) {
                 runs.push((b0, b1));
@@ -1426,6 +1427,7 @@ impl Engine {
 
     fn remove_peer(&mut self, peer: PeerHandle) {
         let Some(p) = self.peers.remove(&peer) else { return };
+        self.peers_version += 1;
         if p.ready {
             self.stats.peers_connected = self.stats.peers_connected.saturating_sub(1);
             if self.by_id.get(&p.id) == Some(&peer) {
@@ -1572,6 +1574,7 @@ impl Engine {
         let rend = h.renditions.first().map(|n| self.rend_index(n));
         let Some(p) = self.peers.get_mut(&peer) else { return };
         p.ready = true;
+        self.peers_version += 1;
         p.version = version;
         p.id = h.peer_id.clone();
         p.uploads_enabled = h.caps & caps::UPLOAD != 0;
@@ -1904,6 +1907,11 @@ impl Engine {
             })
             .collect();
         if order.is_empty() {
+            return;
+        }
+        // Nothing can go out while the upload window is full; the next buffer report pumps.
+        let queued: u64 = self.peers.values().map(|q| q.buffered).sum();
+        if queued >= self.upload_window() {
             return;
         }
         order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));

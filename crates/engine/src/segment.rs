@@ -185,6 +185,7 @@ pub struct Segment {
     /// Ready neighbours: ranked above this client for this segment, and a per-segment draw
     /// (cached: rendezvous hashing is the costliest part of a download plan).
     pub ranks: Vec<(PeerHandle, bool, u64)>,
+    pub ranks_version: Option<u64>,
     pub role: Role,
     /// When to go to the CDN if no peer has started delivering.
     pub cdn_at: Option<Millis>,
@@ -223,6 +224,7 @@ impl Segment {
             dls: Vec::new(),
             uphill: None,
             ranks: Vec::new(),
+            ranks_version: None,
             role: Role::Undecided,
             cdn_at: None,
             cdn_bytes: 0,
@@ -299,6 +301,21 @@ impl Segment {
             return true;
         }
         self.dls.iter().any(|d| d.peer != except && d.next <= idx && idx < d.end)
+    }
+
+    /// The first chunk in `[from, to)` neither held nor asked for.
+    pub fn next_uncovered(&self, from: u32, to: u32) -> Option<u32> {
+        let mut c = from;
+        while c < to {
+            if self.has_chunk(c as usize) {
+                c += 1;
+            } else if let Some(d) = self.dls.iter().find(|d| d.next <= c && c < d.end) {
+                c = d.end;
+            } else {
+                return Some(c);
+            }
+        }
+        None
     }
 
     /// Chunk `idx` is held or already asked for.
