@@ -48,7 +48,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use shoal_proto::tracker::{ErrorCode, TRACKER_PATH, WEBTORRENT_PATH};
+use shoal_proto::tracker::{ErrorCode, SwarmId, TRACKER_PATH, WEBTORRENT_PATH};
+pub use shoal_swarm::PeerInfo;
 
 pub use config::{LocalityConfig, LocalityRule, TrackerConfig, WebTorrentConfig};
 pub use locality::LocalityTable;
@@ -116,6 +117,110 @@ impl Tracker {
     /// Run one expiry sweep now (the sweeper does this every `sweep_interval_ms`).
     pub fn sweep(&self) {
         self.state.sweep();
+    }
+
+    // ---- cluster backplane (see [`Relay`]) ----
+
+    /// Add or refresh `peer_id` of `swarm` as announced on tracker node `node`, so this node's
+    /// ranking sees it and signals to it go to [`Relay::forward_to`]. Only swarms with members
+    /// here are touched (a node mirrors the swarms it serves); a member connected to this node
+    /// is left alone (its own connection is the fresher truth). Returns whether it was applied.
+    pub fn remote_upsert(&self, swarm: &SwarmId, peer_id: &str, node: &str, info: PeerInfo) -> bool {
+        if !swarm.is_valid() || !shoal_proto::ids::valid_name(peer_id) {
+            return false;
+        }
+        let now = self.state.now_ms();
+        let key = state::SwarmKey::Shoal(swarm.clone());
+        self.state
+            .with_existing(&key, |s| {
+                if s.get(peer_id).is_some_and(|(_, via)| via.is_local()) {
+                    return false;
+                }
+                s.upsert(peer_id, info, state::Via::Remote(Arc::from(node)), now).is_ok()
+            })
+            .unwrap_or(false)
+    }
+
+    /// Remove a mirrored member (it left its node). Local members are not touched.
+    pub fn remote_remove(&self, swarm: &SwarmId, peer_id: &str, node: &str) -> bool {
+        let now = self.state.now_ms();
+        let key = state::SwarmKey::Shoal(swarm.clone());
+        self.state
+            .with_existing(&key, |s| {
+                s.remove_if(peer_id, now, |via| matches!(via, state::Via::Remote(n) if &**n == node))
+            })
+            .flatten()
+            .is_some()
+    }
+
+    /// Remove every member mirrored from `node` (it left the cluster), or from any node when
+    /// `node` is `None` and `swarm` is given. Returns how many were removed.
+    pub fn remote_drop(&self, node: Option<&str>, swarm: Option<&SwarmId>) -> usize {
+        let now = self.state.now_ms();
+        let mut n = 0;
+        let mut doomed: Vec<Box<str>> = Vec::new();
+        self.state.for_each_swarm(|key, s| {
+            let state::SwarmKey::Shoal(id) = key else { return };
+            if swarm.is_some_and(|w| w != id) {
+                return;
+            }
+            doomed.extend(
+                s.iter()
+                    .filter(|(_, _, via)| match via {
+                        state::Via::Remote(r) => node.is_none_or(|want| **r == *want),
+                        state::Via::Local(_) => false,
+                    })
+                    .map(|(p, _, _)| Box::from(p)),
+            );
+            for p in doomed.drain(..) {
+                s.remove(&p, now);
+                n += 1;
+            }
+        });
+        n
+    }
+
+    /// Deliver a signal frame relayed by another node to the local member `to` of `swarm`.
+    /// False when `to` is not connected here (or its queue is full).
+    pub fn deliver_signal(&self, swarm: &SwarmId, to: &str, frame: &str) -> bool {
+        let key = state::SwarmKey::Shoal(swarm.clone());
+        let sent = self
+            .state
+            .with_existing(&key, |s| match s.get(to) {
+                Some((_, via @ state::Via::Local(_))) => {
+                    via.try_send(state::Outbound::Text(frame.to_owned())).is_ok()
+                }
+                _ => false,
+            })
+            .unwrap_or(false);
+        if sent {
+            self.state.counters.relayed(stats::Path::Shoal, 1);
+        }
+        sent
+    }
+
+    /// The members of `swarm` connected to this node, with what they last announced.
+    pub fn local_members(&self, swarm: &SwarmId) -> Vec<(String, PeerInfo)> {
+        let key = state::SwarmKey::Shoal(swarm.clone());
+        self.state
+            .with_existing(&key, |s| {
+                s.iter()
+                    .filter(|(_, _, via)| via.is_local())
+                    .map(|(p, i, _)| (p.to_owned(), i.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// How many members of `swarm` are connected here and mirrored from other nodes.
+    pub fn member_counts(&self, swarm: &SwarmId) -> (usize, usize) {
+        let key = state::SwarmKey::Shoal(swarm.clone());
+        self.state
+            .with_existing(&key, |s| {
+                let local = s.iter().filter(|(_, _, via)| via.is_local()).count();
+                (local, s.len() - local)
+            })
+            .unwrap_or((0, 0))
     }
 }
 

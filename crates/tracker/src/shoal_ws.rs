@@ -10,7 +10,7 @@ use shoal_proto::tracker::{
 use shoal_swarm::{sort_exclude, PeerInfo};
 
 use crate::conn::{Cx, Fatal, Protocol};
-use crate::state::{Outbound, State, SwarmKey};
+use crate::state::{Outbound, State, SwarmKey, Via};
 use crate::stats::Path;
 use crate::ticket::TicketRequest;
 
@@ -164,10 +164,11 @@ impl ShoalConn {
         let exclude = sort_exclude(a.connected.iter().map(String::as_str));
         let want = a.want.min(cfg.max_want) as usize;
         let now = st.now_ms();
-        let route = cx.route.clone();
+        let route = Via::Local(cx.route.clone());
 
         let outcome = st.with_swarm(&key, true, |s| {
             let previous = s.upsert(peer_id, info.clone(), route, now)?;
+            st.relay.member_announced(&a.swarm, peer_id, &info);
             let candidates: Vec<Candidate> = s
                 .select(&cfg.selection, peer_id, &info, &exclude, want)
                 .into_iter()
@@ -191,8 +192,10 @@ impl ShoalConn {
             }
         };
         match previous {
-            None => st.counters.peer_joined(),
-            Some(old) if old.conn != cx.route.conn => {
+            // New here (a member mirrored from another node that reconnected to this one is
+            // new to this node's count too).
+            None | Some(Via::Remote(_)) => st.counters.peer_joined(),
+            Some(old) if old.conn() != Some(cx.route.conn) => {
                 // Same peer id on a newer connection: the ticket-holder reconnected; the old
                 // connection is stale.
                 let text = error_frame(
@@ -242,6 +245,7 @@ impl ShoalConn {
             SenderGone,
             Gone,
             Absent(String),
+            Remote(std::sync::Arc<str>, String),
         }
         let now = st.now_ms();
         let grace = st.cfg.departed_grace_ms;
@@ -251,7 +255,8 @@ impl ShoalConn {
                     return Delivery::SenderGone;
                 }
                 match sw.get(&s.to) {
-                    Some((_, route)) => match route.tx.try_send(Outbound::Text(frame)) {
+                    Some((_, Via::Remote(node))) => Delivery::Remote(node.clone(), frame),
+                    Some((_, via)) => match via.try_send(Outbound::Text(frame)) {
                         Ok(()) => Delivery::Sent(None),
                         Err(e) => Delivery::Sent(Some(e.into_inner())),
                     },
@@ -268,6 +273,15 @@ impl ShoalConn {
             Delivery::Gone => {
                 st.counters.reject(ErrorCode::PeerGone);
                 cx.out.push(error_frame(ErrorCode::PeerGone, &format!("{} left the swarm", s.to), false));
+            }
+            Delivery::Remote(node, frame) => {
+                if st.relay.forward_to(&node, &joined.swarm, &s.to, &frame) {
+                    st.counters.relayed(Path::Shoal, 1);
+                } else {
+                    // Its node is gone: the member will expire here; drop this pairing.
+                    st.counters.reject(ErrorCode::PeerGone);
+                    cx.out.push(error_frame(ErrorCode::PeerGone, &format!("{} is unreachable", s.to), false));
+                }
             }
             Delivery::Absent(frame) => {
                 if !st.relay.forward_signal(&joined.swarm, &s.to, &frame) {

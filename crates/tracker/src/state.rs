@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use shoal_proto::tracker::{ErrorCode, SwarmId};
-use shoal_swarm::{Swarm, SwarmFull};
+use shoal_swarm::{PeerInfo, Swarm, SwarmFull};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -53,6 +53,43 @@ impl Route {
     }
 }
 
+/// How to reach a swarm member: a connection on this node, or another tracker node of the
+/// cluster that the member announced on (its node id; signals go through the [`Relay`]).
+#[derive(Clone, Debug)]
+pub(crate) enum Via {
+    Local(Route),
+    Remote(Arc<str>),
+}
+
+impl Via {
+    /// The connection id of a local member.
+    pub fn conn(&self) -> Option<u64> {
+        match self {
+            Via::Local(r) => Some(r.conn),
+            Via::Remote(_) => None,
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self, Via::Local(_))
+    }
+
+    /// Queue for a local member without waiting; a remote member cannot be reached this way.
+    pub fn try_send(&self, msg: Outbound) -> Result<(), mpsc::error::TrySendError<Outbound>> {
+        match self {
+            Via::Local(r) => r.tx.try_send(msg),
+            Via::Remote(_) => Err(mpsc::error::TrySendError::Closed(msg)),
+        }
+    }
+
+    pub fn deliver(&self, msg: Outbound, counters: &Counters) -> bool {
+        match self {
+            Via::Local(r) => r.deliver(msg, counters),
+            Via::Remote(_) => false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum SwarmKey {
     Shoal(SwarmId),
@@ -60,15 +97,37 @@ pub(crate) enum SwarmKey {
     WebTorrent(Box<str>),
 }
 
-/// Where a `signal` goes when its target is not a member on this node.
+/// Where a `signal` goes when its target is not a member on this node, and what other nodes
+/// need to hear about this node's members.
 ///
-/// This is the seam for a cluster backplane: a swarm's peers may be spread over several
-/// tracker nodes (failover), and a Redis pub/sub relay would publish the frame to the node that
-/// holds the target. The single-node tracker uses [`LocalOnly`].
+/// This is the seam for a cluster backplane (`shoal-cluster`): a swarm's peers may be spread
+/// over several tracker nodes (failover, overflow). Members announced on other nodes are
+/// mirrored into the local swarm ([`crate::Tracker::remote_upsert`]) so the ranking sees the
+/// whole swarm; a signal to such a member goes to [`Relay::forward_to`] with its node. The
+/// single-node tracker uses [`LocalOnly`]. Every method is called with a shard lock held or on
+/// a connection's task: it must not block (queue and return).
 pub trait Relay: Send + Sync + 'static {
-    /// `frame` is the complete text frame for the target. Return true if it was handed to
-    /// another node; false makes the tracker treat the target as absent.
+    /// `frame` is the complete text frame for the target, which is not known on this node.
+    /// Return true if it was handed to another node; false makes the tracker treat the target
+    /// as absent.
     fn forward_signal(&self, swarm: &SwarmId, to: &str, frame: &str) -> bool;
+
+    /// `frame` for `to`, a member announced on tracker node `node`. Return false if that node
+    /// cannot be reached (the sender is told `peer_gone`).
+    fn forward_to(&self, node: &str, swarm: &SwarmId, to: &str, frame: &str) -> bool {
+        let _ = node;
+        self.forward_signal(swarm, to, frame)
+    }
+
+    /// A member of `swarm` announced on this node (every announce, after it was applied).
+    fn member_announced(&self, swarm: &SwarmId, peer_id: &str, info: &PeerInfo) {
+        let _ = (swarm, peer_id, info);
+    }
+
+    /// A member of `swarm` on this node left or expired.
+    fn member_left(&self, swarm: &SwarmId, peer_id: &str) {
+        let _ = (swarm, peer_id);
+    }
 }
 
 /// No other nodes: every target is local or absent.
@@ -81,7 +140,7 @@ impl Relay for LocalOnly {
     }
 }
 
-type Shard = HashMap<SwarmKey, Swarm<Route>>;
+type Shard = HashMap<SwarmKey, Swarm<Via>>;
 
 pub(crate) struct State {
     pub cfg: TrackerConfig,
@@ -151,7 +210,7 @@ impl State {
         &self,
         key: &SwarmKey,
         create: bool,
-        f: impl FnOnce(&mut Swarm<Route>) -> R,
+        f: impl FnOnce(&mut Swarm<Via>) -> R,
     ) -> Result<Option<R>, SwarmFull> {
         let (i, hash) = self.shard_of(key);
         let mut shard = self.lock(i);
@@ -179,16 +238,35 @@ impl State {
     }
 
     /// Same as [`State::with_swarm`] without creating.
-    pub fn with_existing<R>(&self, key: &SwarmKey, f: impl FnOnce(&mut Swarm<Route>) -> R) -> Option<R> {
+    pub fn with_existing<R>(&self, key: &SwarmKey, f: impl FnOnce(&mut Swarm<Via>) -> R) -> Option<R> {
         self.with_swarm(key, false, f).ok().flatten()
     }
 
     /// Remove `peer_id` from `key` if its membership still belongs to connection `conn`.
     pub fn leave(&self, key: &SwarmKey, peer_id: &str, conn: u64) {
         let now = self.now_ms();
-        let removed = self.with_existing(key, |s| s.remove_if(peer_id, now, |r| r.conn == conn)).flatten();
+        let removed =
+            self.with_existing(key, |s| s.remove_if(peer_id, now, |r| r.conn() == Some(conn))).flatten();
         if removed.is_some() {
             self.counters.peers_left(1);
+            if let SwarmKey::Shoal(swarm) = key {
+                self.relay.member_left(swarm, peer_id);
+            }
+        }
+    }
+
+    /// Run `f` on every swarm (shard by shard, each lock held only for its shard).
+    pub fn for_each_swarm(&self, mut f: impl FnMut(&SwarmKey, &mut Swarm<Via>)) {
+        for i in 0..SHARDS {
+            let mut shard = self.lock(i);
+            let before = shard.len();
+            shard.retain(|k, s| {
+                f(k, s);
+                !s.is_empty()
+            });
+            for _ in shard.len()..before {
+                self.counters.swarm_dropped();
+            }
         }
     }
 
@@ -201,6 +279,7 @@ impl State {
         let wt_ttl = self.cfg.webtorrent_peer_timeout_ms();
         let mut removed = Vec::new();
         let mut closing = Vec::new();
+        let mut left: Vec<(SwarmId, Box<str>)> = Vec::new();
         for i in 0..SHARDS {
             let mut expired = 0u64;
             let mut shard = self.lock(i);
@@ -211,9 +290,15 @@ impl State {
                     SwarmKey::WebTorrent(_) => wt_ttl,
                 };
                 swarm.expire(now, ttl, &mut removed);
+                // Mirrored members of other nodes expire like local ones but are not counted
+                // here (their own node counts them) and have no connection to close.
+                removed.retain(|(_, via)| via.is_local());
                 expired += removed.len() as u64;
-                if matches!(key, SwarmKey::Shoal(_)) {
-                    closing.extend(removed.drain(..).map(|(_, route)| route));
+                if let SwarmKey::Shoal(id) = key {
+                    for (peer, via) in removed.drain(..) {
+                        left.push((id.clone(), peer));
+                        closing.push(via);
+                    }
                 }
                 removed.clear();
                 !swarm.is_empty()
@@ -226,9 +311,12 @@ impl State {
                 self.counters.peers_left(expired);
                 self.counters.expired(expired);
             }
-            for route in closing.drain(..) {
+            for via in closing.drain(..) {
                 let msg = Outbound::Close { code: ErrorCode::Timeout, text: None };
-                route.deliver(msg, &self.counters);
+                via.deliver(msg, &self.counters);
+            }
+            for (swarm, peer) in left.drain(..) {
+                self.relay.member_left(&swarm, &peer);
             }
         }
         self.counters.publish_gauges();

@@ -15,7 +15,7 @@ use shoal_proto::tracker::ErrorCode;
 use shoal_swarm::PeerInfo;
 
 use crate::conn::{Cx, Fatal, Protocol};
-use crate::state::{Outbound, State, SwarmKey};
+use crate::state::{Outbound, State, SwarmKey, Via};
 use crate::stats::Path;
 
 #[derive(Deserialize)]
@@ -244,7 +244,7 @@ impl WebTorrentConn {
         let info =
             PeerInfo { locality, upload_kbps: cfg.webtorrent.assumed_upload_kbps, ..PeerInfo::default() };
         let now = st.now_ms();
-        let route = cx.route.clone();
+        let route = Via::Local(cx.route.clone());
         let conn = cx.route.conn;
         let n_offers = offers.len().min(cfg.webtorrent.max_offers);
         let grace = cfg.departed_grace_ms;
@@ -264,7 +264,7 @@ impl WebTorrentConn {
         }
         let outcome = st.with_swarm(&key, true, |s| {
             if let Some((_, r)) = s.get(&peer_id) {
-                if r.conn != conn {
+                if r.conn() != Some(conn) {
                     return Err("peer_id in use by another connection");
                 }
             }
@@ -278,7 +278,7 @@ impl WebTorrentConn {
                     peer_id: &peer_id,
                     offer: offer.offer,
                 });
-                match sel.route.tx.try_send(Outbound::Text(text)) {
+                match sel.route.try_send(Outbound::Text(text)) {
                     Ok(()) => done.relayed += 1,
                     Err(_) => done.dropped += 1,
                 }
@@ -293,7 +293,7 @@ impl WebTorrentConn {
                             answer: a,
                             offer_id,
                         });
-                        match r.tx.try_send(Outbound::Text(text)) {
+                        match r.try_send(Outbound::Text(text)) {
                             Ok(()) => AnswerFate::Sent,
                             Err(_) => AnswerFate::Dropped,
                         }
