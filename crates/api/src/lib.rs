@@ -44,7 +44,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub use config::{ApiConfig, AuthConfig, TicketsConfig, TrackerNodeConfig};
 pub use error::ApiError;
 pub use policy::{P2pDecision, P2pPolicy, PolicyInput, StaticPolicy};
-pub use rendezvous::{StaticTrackers, TrackerDirectory, TrackerNode};
+pub use rendezvous::{LiveEndpoints, StaticTrackers, TrackerDirectory, TrackerNode};
 
 /// Path of the join endpoint.
 pub const JOIN_PATH: &str = "/v1/join";
@@ -61,6 +61,8 @@ pub struct Endpoints {
     pub stun: Vec<String>,
     pub pingback_url: String,
     pub pingback_interval_ms: u64,
+    /// Live lists (a cluster's registry); `None`: the static lists above and `api.api_urls`.
+    pub live: Option<Arc<dyn LiveEndpoints>>,
 }
 
 /// The API role's state; cheap to share (`Arc`).
@@ -337,10 +339,7 @@ fn join_inner(api: &Api, headers: &HeaderMap, body: &[u8], ip: IpAddr) -> Result
     let subst = |s: &str| s.replace(HOST_PLACEHOLDER, &host);
 
     let trackers: Vec<String> =
-        rendezvous::rank(&req.stream, &api.endpoints.trackers.candidates(), api.cfg.tracker_count)
-            .iter()
-            .map(|u| subst(u))
-            .collect();
+        api.endpoints.trackers.assign(&req.stream, api.cfg.tracker_count).iter().map(|u| subst(u)).collect();
     let decision = if api.origin_key.is_none() {
         P2pDecision::Deny("no_origin_key".into())
     } else if trackers.is_empty() {
@@ -369,16 +368,24 @@ fn join_inner(api: &Api, headers: &HeaderMap, body: &[u8], ip: IpAddr) -> Result
         P2pDecision::Allow => (true, None),
         P2pDecision::Deny(why) => (false, Some(why)),
     };
+    let live = api.endpoints.live.as_deref();
+    let nonempty = |v: Vec<String>| (!v.is_empty()).then_some(v);
+    let stun = live.and_then(|l| nonempty(l.stun())).unwrap_or_else(|| api.endpoints.stun.clone());
+    let mut pingback_urls = live.and_then(|l| nonempty(l.pingback(&session_id))).unwrap_or_default();
+    let pingback_url =
+        if pingback_urls.is_empty() { api.endpoints.pingback_url.clone() } else { pingback_urls.remove(0) };
+    let api_urls = live.and_then(|l| nonempty(l.api())).unwrap_or_else(|| api.cfg.api_urls.clone());
     Ok(JoinResponse {
         version: API_VERSION,
         session_id,
         peer_id,
         stream: req.stream.clone(),
         trackers,
-        stun: api.endpoints.stun.iter().map(|s| subst(s)).collect(),
+        stun: stun.iter().map(|s| subst(s)).collect(),
         pingback: Pingback {
-            url: subst(&api.endpoints.pingback_url),
+            url: subst(&pingback_url),
             interval_ms: api.endpoints.pingback_interval_ms,
+            alternates: pingback_urls.iter().map(|u| subst(u)).collect(),
         },
         cdn: api.cfg.cdn.iter().map(|c| c.replace("{stream}", &req.stream)).collect(),
         origin_public_key,
@@ -388,7 +395,7 @@ fn join_inner(api: &Api, headers: &HeaderMap, body: &[u8], ip: IpAddr) -> Result
         ticket,
         ticket_expires_ms,
         engine: api.cfg.engine.clone(),
-        api: api.cfg.api_urls.clone(),
+        api: api_urls,
         server_time_ms: now,
     })
 }

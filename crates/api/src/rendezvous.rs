@@ -16,9 +16,29 @@ pub struct TrackerNode {
     pub weight: f64,
 }
 
-/// Where candidate trackers come from. Static configuration today; a live registry later.
+/// Where candidate trackers come from: static configuration, or a cluster's live node
+/// registry (`shoal-cluster`).
 pub trait TrackerDirectory: Send + Sync + 'static {
     fn candidates(&self) -> Vec<TrackerNode>;
+
+    /// The `n` tracker URLs for `stream`, primary first. Default: [`rank`] over
+    /// [`candidates`](Self::candidates). A cluster directory keeps a stream on the primary it
+    /// was first given (while that node lives) instead of re-ranking on every join.
+    fn assign(&self, stream: &str, n: usize) -> Vec<String> {
+        rank(stream, &self.candidates(), n)
+    }
+}
+
+/// Endpoint lists that change at run time (a cluster's live node registry). Each non-empty
+/// answer replaces the statically configured list in join responses.
+pub trait LiveEndpoints: Send + Sync + 'static {
+    /// `stun:host:port` URLs of live STUN nodes.
+    fn stun(&self) -> Vec<String>;
+    /// Base URLs of live API nodes, in the order clients should try them.
+    fn api(&self) -> Vec<String>;
+    /// Pingback URLs for `session_id`: the first is where it reports (sessions are spread over
+    /// the live pingback nodes), the rest are where to go when that one fails.
+    fn pingback(&self, session_id: &str) -> Vec<String>;
 }
 
 /// A fixed list (from the config file or this process's own tracker role).

@@ -66,6 +66,7 @@ fn endpoints() -> Endpoints {
         stun: vec!["stun:{host}:3478".into()],
         pingback_url: "http://{host}:8080/v1/pingback".into(),
         pingback_interval_ms: 10_000,
+        live: None,
     }
 }
 

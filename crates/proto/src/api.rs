@@ -136,6 +136,10 @@ pub struct Pingback {
     /// Where the client POSTs its periodic stats.
     pub url: String,
     pub interval_ms: u64,
+    /// Other pingback URLs, in the order to try when `url` fails (a cluster's live pingback
+    /// nodes). Absent from older servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alternates: Vec<String>,
 }
 
 /// Body of every API error response (4xx/5xx).
@@ -232,7 +236,7 @@ mod tests {
             stream: "demo".into(),
             trackers: vec!["ws://a/v1/tracker".into()],
             stun: vec!["stun:127.0.0.1:3478".into()],
-            pingback: Pingback { url: "http://a/v1/pingback".into(), interval_ms: 10_000 },
+            pingback: Pingback { url: "http://a/v1/pingback".into(), interval_ms: 10_000, alternates: vec![] },
             cdn: vec!["http://cdn/live/demo/".into()],
             origin_public_key: "AAAA".into(),
             key_id: "00".into(),
