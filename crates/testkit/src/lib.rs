@@ -12,6 +12,8 @@
 //!   namespace; [`browser::play`] measures K hls.js viewers of a live stream.
 //! - [`media`]: a known-good ffmpeg live HLS stream and a static file server.
 //! - [`http`]: a minimal blocking HTTP GET, from inside a namespace if asked.
+//! - [`redis`]: a real `redis-server` on a port of the test's choice, killed and restarted at
+//!   will (cluster tests).
 //!
 //! Everything here needs root (network namespaces) and fails with a reason when it cannot run;
 //! nothing is skipped. See docs/testing.md.
@@ -45,6 +47,7 @@ pub mod media;
 mod netns;
 mod outdir;
 mod process;
+pub mod redis;
 mod sys;
 mod topology;
 

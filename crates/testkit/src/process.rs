@@ -265,6 +265,17 @@ impl Proc {
         Ok(s)
     }
 
+    /// SIGKILL to the process group at once (a crash, not a shutdown). Returns how it ended.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        self.kill_group(sys::SIGKILL);
+        if let Some(s) = self.try_exit()? {
+            return Ok(s);
+        }
+        let s = self.child.wait()?;
+        self.exited = Some(s);
+        Ok(s)
+    }
+
     /// The last lines of stdout and stderr, labelled, for failure messages.
     pub fn log_tails(&self) -> String {
         format!(
