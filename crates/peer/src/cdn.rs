@@ -13,6 +13,10 @@ use crate::msg::CoreMsg;
 
 /// A response body that sends nothing for this long has failed.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A CDN base whose response (status and headers) takes longer than this is too slow to play
+/// from: the request moves to the next base (a standby origin or another CDN) while the player
+/// still has its buffer.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The CDN base URLs, in failover order, and which one worked last.
@@ -70,7 +74,8 @@ impl Cdn {
         range: Option<(u64, Option<u64>)>,
     ) -> Result<reqwest::Response, String> {
         let mut last = String::from("no URL");
-        for u in self.candidates(url) {
+        let candidates = self.candidates(url);
+        for u in candidates.iter().cloned() {
             let mut req = self.http.get(&u);
             if let Some((a, b)) = range {
                 let v = match b {
@@ -79,14 +84,16 @@ impl Cdn {
                 };
                 req = req.header(reqwest::header::RANGE, v);
             }
-            match tokio::time::timeout(READ_TIMEOUT, req.send()).await {
+            // The last base gets the full read timeout: there is nowhere else to go.
+            let wait = if u == *candidates.last().unwrap_or(&u) { READ_TIMEOUT } else { RESPONSE_TIMEOUT };
+            match tokio::time::timeout(wait, req.send()).await {
                 Ok(Ok(r)) if r.status().is_server_error() => last = format!("{u}: HTTP {}", r.status()),
                 Ok(Ok(r)) => {
                     self.worked(&u);
                     return Ok(r);
                 }
                 Ok(Err(e)) => last = format!("{u}: {e}"),
-                Err(_) => last = format!("{u}: no response in {READ_TIMEOUT:?}"),
+                Err(_) => last = format!("{u}: no response in {wait:?}"),
             }
         }
         Err(last)
@@ -192,5 +199,32 @@ mod tests {
         c.worked("http://b/live/demo/720p/5.ts");
         assert_eq!(c.candidates("http://a/live/demo/x"), ["http://b/live/demo/x", "http://a/live/demo/x"]);
         assert_eq!(c.candidates("http://elsewhere/x"), ["http://elsewhere/x"]);
+    }
+
+    #[tokio::test]
+    async fn a_slow_base_is_left_for_the_next() {
+        // Base a accepts connections and never answers; base b serves.
+        let slow = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let a = format!("http://{}/live/demo/", slow.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = slow.accept().await {
+                held.push(s);
+            }
+        });
+        let app = axum::Router::new().route("/live/demo/x.ts", axum::routing::get(|| async { "segment" }));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let b = format!("http://{}/live/demo/", l.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(l, app).await });
+        let c = Cdn::new(a.clone()).expect("client");
+        c.add_bases(std::slice::from_ref(&b));
+        let t = std::time::Instant::now();
+        let r = c.get(&format!("{a}x.ts"), None).await.expect("served by b");
+        assert!(r.url().as_str().starts_with(&b), "{}", r.url());
+        assert!(t.elapsed() < RESPONSE_TIMEOUT + Duration::from_secs(1), "{:?}", t.elapsed());
+        // b is preferred from now on: no more waiting on a.
+        let t = std::time::Instant::now();
+        c.get(&format!("{a}x.ts"), None).await.expect("served by b");
+        assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
     }
 }

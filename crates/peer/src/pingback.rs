@@ -59,6 +59,20 @@ struct Sender {
     http: reqwest::Client,
     queue: VecDeque<(Report, Instant)>,
     dropped: u64,
+    /// Index into the session's pingback URLs (`url`, then `alternates`): moves on when a
+    /// node does not answer, so reports go to another pingback node of a cluster.
+    target: usize,
+}
+
+/// The session's pingback URLs in the order to use them.
+fn pingback_urls(join: &JoinResponse) -> Vec<String> {
+    let mut v = vec![join.pingback.url.clone()];
+    for a in &join.pingback.alternates {
+        if !a.is_empty() && !v.contains(a) && v.len() < 8 {
+            v.push(a.clone());
+        }
+    }
+    v
 }
 
 impl Sender {
@@ -70,13 +84,29 @@ impl Sender {
         }
     }
 
+    /// [`Sender::flush_to`] the current URL; if that node does not answer (network error,
+    /// timeout, 5xx), once more to the next one right away.
+    async fn flush(&mut self, urls: &[String], timeout: Duration) {
+        if urls.is_empty() {
+            return;
+        }
+        for _ in 0..urls.len().min(2) {
+            let url = &urls[self.target % urls.len()];
+            if self.flush_to(url, timeout).await {
+                return;
+            }
+            self.target += 1;
+            tracing::info!(next = %urls[self.target % urls.len()], "pingback: {url} did not answer; switching");
+        }
+    }
+
     /// POST everything queued as one batch; forget it once the server has it (or refuses it
-    /// for good).
-    async fn flush(&mut self, url: &str, timeout: Duration) {
+    /// for good). False when the server did not answer usefully (try another node).
+    async fn flush_to(&mut self, url: &str, timeout: Duration) -> bool {
         let max_age = Duration::from_millis(MAX_AGE_MS - 5_000);
         self.queue.retain(|(_, t)| t.elapsed() < max_age);
         if self.queue.is_empty() || url.is_empty() {
-            return;
+            return true;
         }
         let batch: Vec<Report> = self
             .queue
@@ -101,17 +131,28 @@ impl Sender {
                     .and_then(|b| serde_json::from_slice::<Ack>(&b).ok());
                 tracing::debug!(?ack, "pingback: {n} report(s) delivered");
                 self.queue.drain(..n);
+                true
             }
             Ok(Ok(r)) if r.status().is_client_error() && r.status().as_u16() != 429 => {
                 tracing::warn!(status = %r.status(), "pingback refused {n} report(s); dropping them");
                 self.queue.drain(..n);
+                true
+            }
+            Ok(Ok(r)) if r.status().as_u16() == 429 => {
+                tracing::debug!("pingback: rate limited, keeping {} report(s)", self.queue.len());
+                true
             }
             Ok(Ok(r)) => {
-                tracing::debug!(status = %r.status(), "pingback: server busy, keeping {} report(s)", self.queue.len())
+                tracing::debug!(status = %r.status(), "pingback: server busy, keeping {} report(s)", self.queue.len());
+                false
             }
-            Ok(Err(e)) => tracing::debug!("pingback: {e}; keeping {} report(s)", self.queue.len()),
+            Ok(Err(e)) => {
+                tracing::debug!("pingback: {e}; keeping {} report(s)", self.queue.len());
+                false
+            }
             Err(_) => {
-                tracing::debug!("pingback: no answer in {timeout:?}; keeping {} report(s)", self.queue.len())
+                tracing::debug!("pingback: no answer in {timeout:?}; keeping {} report(s)", self.queue.len());
+                false
             }
         }
     }
@@ -169,7 +210,7 @@ fn build(
 /// Run until `stop`; then send one last report.
 pub(crate) fn spawn(mut p: Params) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut sender = Sender { http: p.http.clone(), queue: VecDeque::new(), dropped: 0 };
+        let mut sender = Sender { http: p.http.clone(), queue: VecDeque::new(), dropped: 0, target: 0 };
         // Counters before the join belong to the first session's first report.
         let mut prev = Mark { at: Some(p.started), ..Default::default() };
         let mut session: Option<Arc<JoinResponse>> = None;
@@ -192,6 +233,7 @@ pub(crate) fn spawn(mut p: Params) -> tokio::task::JoinHandle<()> {
                     if let Some(j) = j.filter(|j| !j.pingback.url.is_empty()) {
                         if session.as_ref().is_none_or(|s| s.session_id != j.session_id) {
                             seq = 0;
+                            sender.target = 0;
                             session = Some(j);
                         }
                     }
@@ -214,7 +256,7 @@ pub(crate) fn spawn(mut p: Params) -> tokio::task::JoinHandle<()> {
             sender.push(build(&join, seq, now, &prev, &stats, &player, startup));
             prev = Mark { stats, player, at: Some(now) };
             let timeout = if stopping { FINAL_TIMEOUT } else { POST_TIMEOUT };
-            sender.flush(&join.pingback.url, timeout).await;
+            sender.flush(&pingback_urls(&join), timeout).await;
             if stopping {
                 if sender.dropped > 0 || !sender.queue.is_empty() {
                     tracing::info!(
@@ -241,6 +283,57 @@ mod tests {
             "ticket": "t", "ticket_expires_ms": 0, "engine": {}, "api": [], "server_time_ms": 0
         }))
         .expect("a join response")
+    }
+
+    #[test]
+    fn alternates_follow_the_url() {
+        let mut j = join();
+        assert_eq!(pingback_urls(&j), ["http://127.0.0.1:9/v1/pingback"]);
+        j.pingback.alternates = vec!["http://b/v1/pingback".into(), j.pingback.url.clone(), String::new()];
+        assert_eq!(pingback_urls(&j), ["http://127.0.0.1:9/v1/pingback", "http://b/v1/pingback"]);
+    }
+
+    #[tokio::test]
+    async fn a_dead_pingback_node_is_left_for_the_next() {
+        // One URL nobody listens on (refused at once), one real server that counts batches.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let dead_url = format!("http://{}/v1/pingback", dead.local_addr().expect("addr"));
+        drop(dead);
+        let got = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let g = got.clone();
+        let app = axum::Router::new().route(
+            "/v1/pingback",
+            axum::routing::post(move |body: String| {
+                let g = g.clone();
+                async move {
+                    let batch: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+                    g.fetch_add(batch.len(), std::sync::atomic::Ordering::Relaxed);
+                    axum::Json(serde_json::json!({"accepted": batch.len(), "duplicates": 0}))
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let live_url = format!("http://{}/v1/pingback", l.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(l, app).await });
+        let mut s = Sender { http: reqwest::Client::new(), queue: VecDeque::new(), dropped: 0, target: 0 };
+        let urls = vec![dead_url, live_url];
+        let r = build(
+            &join(),
+            1,
+            Instant::now(),
+            &Mark::default(),
+            &StatsSnapshot::default(),
+            &PlayerProgress::default(),
+            None,
+        );
+        s.push(r.clone());
+        s.flush(&urls, Duration::from_secs(2)).await;
+        assert_eq!(got.load(std::sync::atomic::Ordering::Relaxed), 1, "delivered to the live node at once");
+        assert!(s.queue.is_empty());
+        assert_eq!(s.target, 1, "and it stays there");
+        s.push(Report { seq: 2, ..r });
+        s.flush(&urls, Duration::from_secs(2)).await;
+        assert_eq!(got.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 
     #[test]
@@ -291,7 +384,7 @@ mod tests {
     #[tokio::test]
     async fn the_queue_is_bounded_and_kept_while_unreachable() {
         let http = reqwest::Client::new();
-        let mut s = Sender { http, queue: VecDeque::new(), dropped: 0 };
+        let mut s = Sender { http, queue: VecDeque::new(), dropped: 0, target: 0 };
         for seq in 1..=6 {
             s.push(Report { seq, ..Default::default() });
         }
@@ -299,7 +392,7 @@ mod tests {
         assert_eq!(s.dropped, 2);
         assert_eq!(s.queue.front().map(|(r, _)| r.seq), Some(3), "the oldest go first");
         // Port 9 on loopback: connection refused; the reports stay for the next attempt.
-        s.flush("http://127.0.0.1:9/v1/pingback", Duration::from_millis(500)).await;
+        s.flush(&["http://127.0.0.1:9/v1/pingback".to_owned()], Duration::from_millis(500)).await;
         assert_eq!(s.queue.len(), MAX_QUEUE);
     }
 }
