@@ -80,6 +80,9 @@ impl Default for ServeSection {
 /// `[pingback]`: the pingback role's configuration (owned by `shoal-pingback`).
 pub use shoal_pingback::PingbackConfig;
 
+/// `[cluster]`: several nodes sharing state through Redis (owned by `shoal-cluster`).
+pub use shoal_cluster::ClusterConfig;
+
 /// The whole `shoal serve` configuration.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -91,10 +94,11 @@ pub struct ServeConfig {
     pub tracker: TrackerConfig,
     pub stun: StunConfig,
     pub pingback: PingbackConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// Sections whose keys may be set from `SHOAL_<SECTION>_...` variables.
-const SECTIONS: [&str; 7] = ["serve", "auth", "tickets", "api", "tracker", "stun", "pingback"];
+const SECTIONS: [&str; 8] = ["serve", "auth", "tickets", "api", "tracker", "stun", "pingback", "cluster"];
 
 /// Documented defaults of the sections this module owns, in the order printed. Checked against
 /// `ServeConfig::default()` by a test, so it cannot drift.
@@ -184,6 +188,14 @@ fn check(cfg: &ServeConfig) -> anyhow::Result<()> {
     }
     if roles.contains(&Role::Pingback) {
         cfg.pingback.validate().map_err(anyhow::Error::msg)?;
+    }
+    cfg.cluster.validate().map_err(anyhow::Error::msg)?;
+    if cfg.cluster.enabled() && cfg.tickets.keys.is_empty() {
+        bail!(
+            "cluster.redis is set but tickets.keys is empty: every node of a cluster must share the \
+             ticket secret (SHOAL_TICKETS_KEYS=kid:secret), or a ticket from one node's API fails at \
+             another node's tracker"
+        );
     }
     Ok(())
 }

@@ -11,7 +11,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use shoal_api::{Api, Endpoints, StaticTrackers, TrackerNode, HOST_PLACEHOLDER};
+use shoal_api::{Api, Endpoints, StaticTrackers, TrackerDirectory, TrackerNode, HOST_PLACEHOLDER};
+use shoal_cluster::Cluster;
 use shoal_pingback::Pingback;
 use shoal_proto::ticket::{HmacKeys, Ticket};
 use shoal_proto::tracker::TRACKER_PATH;
@@ -64,6 +65,8 @@ pub struct ServeHandle {
     /// elsewhere too, and read its summary).
     #[allow(dead_code)] // in-process surface, read by `shoal demo`
     pub pingback: Option<Arc<Pingback>>,
+    /// Cluster membership (`[cluster]`), when configured.
+    pub cluster: Option<Arc<Cluster>>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<(String, anyhow::Result<()>)>,
 }
@@ -108,6 +111,9 @@ impl ServeHandle {
                 line.push_str(&format!(" {}={}", r.name(), http_url(l.addr)));
             }
         }
+        if let Some(c) = &self.cluster {
+            line.push_str(&format!(" node={}", c.node_id()));
+        }
         line
     }
 
@@ -124,6 +130,10 @@ impl ServeHandle {
     /// Stop every role: listeners close, open connections get up to `grace` to finish, then
     /// whatever is left (long-lived WebSockets) is cut.
     pub async fn shutdown(mut self, grace: Duration) -> anyhow::Result<()> {
+        // Leave the registry first, so no API node sends new viewers here meanwhile.
+        if let Some(c) = &self.cluster {
+            c.shutdown().await;
+        }
         let _ = self.stop.send(true);
         let mut first_err = None;
         let drained = tokio::time::timeout(grace, async {
@@ -267,6 +277,13 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<ServeHandle> {
         metrics::gauge!("shoal_serve_role", "role" => r.name()).set(1.0);
     }
     let tickets = ticket_keys(&cfg)?;
+    let cluster = if cfg.cluster.enabled() {
+        let c = Cluster::new(&cfg.cluster)?;
+        tracing::info!(node = %c.node_id(), redis = %cfg.cluster.redis, "cluster: joining");
+        Some(Arc::new(c))
+    } else {
+        None
+    };
 
     // The api, tracker and pingback roles share `serve.listen`; a role with its own
     // `serve.<role>_listen` gets a listener of its own.
@@ -347,23 +364,43 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<ServeHandle> {
                 "api.cdn is empty: clients get no CDN base and use the playlist URL they were given"
             );
         }
-        if trackers.is_empty() {
+        if trackers.is_empty() && cluster.is_none() {
             tracing::warn!(
                 "no tracker configured (api.trackers empty, no tracker role): joins answer p2p = false"
             );
         }
+        // In a cluster the live registry says which trackers, STUN, API and pingback nodes
+        // there are; the static lists are the fallback until it has been read.
+        let (directory, live): (Arc<dyn TrackerDirectory>, Option<Arc<dyn shoal_api::LiveEndpoints>>) =
+            match &cluster {
+                Some(c) => {
+                    if !cfg.api.trackers.is_empty() {
+                        tracing::warn!("cluster: api.trackers is ignored, trackers come from the registry");
+                    }
+                    (Arc::new(c.directory()), Some(Arc::new(c.directory())))
+                }
+                None => (Arc::new(StaticTrackers(trackers.clone())), None),
+            };
         let endpoints = Endpoints {
-            trackers: Arc::new(StaticTrackers(trackers)),
-            stun: stun_urls,
-            pingback_url,
+            trackers: directory,
+            stun: stun_urls.clone(),
+            pingback_url: pingback_url.clone(),
             pingback_interval_ms: cfg.pingback.interval_ms,
+            live,
         };
         Some(Api::new(cfg.api.clone(), cfg.auth.clone(), tickets.clone(), cfg.tickets.ttl_s, endpoints)?)
     } else {
         None
     };
     let tracker = if roles.contains(&Role::Tracker) {
-        Some(Tracker::new(cfg.tracker.clone(), ticket_verifier(tickets.clone()))?)
+        let verifier = ticket_verifier(tickets.clone());
+        Some(match &cluster {
+            Some(c) => {
+                let relay = c.backplane(Duration::from_millis(cfg.tracker.peer_timeout_ms));
+                Tracker::with_relay(cfg.tracker.clone(), verifier, Arc::new(relay))?
+            }
+            None => Tracker::new(cfg.tracker.clone(), verifier)?,
+        })
     } else {
         None
     };
@@ -372,18 +409,44 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<ServeHandle> {
             .map_err(|e| anyhow::anyhow!("tracker.locality.table: {e}"))?;
         let locality: Option<shoal_pingback::LocalityFn> =
             (!table.is_empty()).then(|| Arc::new(move |ip| table.lookup(ip).to_string()) as _);
-        let tracker_health: Option<shoal_pingback::HealthFn> = tracker.clone().map(|t| {
-            Arc::new(move || {
+        let local_health = tracker.clone().map(|t| {
+            move || {
                 let s = t.stats();
                 serde_json::json!({
                     "connections": s.connections, "swarms": s.swarms, "peers": s.peers,
                     "announces": s.announces, "signals_relayed": s.signals_relayed,
                     "rejects": s.rejects, "dropped": s.dropped, "expired": s.expired,
                 })
-            }) as _
+            }
         });
+        let tracker_health: Option<shoal_pingback::HealthFn> = match (&cluster, local_health) {
+            // In a cluster the dashboard shows the whole cluster's trackers (from the
+            // registry), whichever node serves it.
+            (Some(c), _) => {
+                let c = c.clone();
+                Some(Arc::new(move || c.health()) as _)
+            }
+            (None, Some(f)) => Some(Arc::new(f) as _),
+            (None, None) => None,
+        };
         let deps = shoal_pingback::Deps { tickets: Some(tickets.clone()), locality, tracker_health };
-        Some(Arc::new(Pingback::new(cfg.pingback.clone(), deps)?))
+        Some(Arc::new(match &cluster {
+            Some(c) => {
+                let store = Arc::new(shoal_cluster::pbstore::RedisStore::new(
+                    c.link().clone(),
+                    c.keys().clone(),
+                    c.node_id().to_owned(),
+                    &cfg.pingback,
+                ));
+                let ledger = Arc::new(shoal_cluster::pbstore::RedisLedger::new(
+                    c.link().clone(),
+                    c.keys().clone(),
+                    &cfg.pingback,
+                ));
+                Pingback::with_backends(cfg.pingback.clone(), deps, store, ledger)?
+            }
+            None => Pingback::new(cfg.pingback.clone(), deps)?,
+        }))
     } else {
         None
     };
@@ -391,6 +454,29 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<ServeHandle> {
     let api = api.map(|api| match &pingback {
         Some(pb) => Arc::new(api.with_policy(pb.policy(cfg.api.p2p, cfg.api.holdback_percent))),
         None => Arc::new(api),
+    });
+
+    // What this node advertises in the cluster registry: URLs other nodes hand out, so they
+    // must name this host (not the `{host}` a single node fills in from the request).
+    if cluster.is_some() {
+        for l in bound.iter().map(|(_, h, shared)| public_base(&cfg, h.addr, *shared)) {
+            if l.contains(HOST_PLACEHOLDER) {
+                bail!(
+                    "cluster: this node is bound to a wildcard address without serve.public_url, so its URLs \
+                     cannot be given to clients by other nodes: set serve.public_url (or bind a specific address)"
+                );
+            }
+        }
+    }
+    let node_info = cluster.as_ref().map(|_| shoal_cluster::NodeInfo {
+        roles: roles.iter().map(|r| r.name().to_owned()).collect(),
+        api: base_of(Role::Api),
+        tracker: roles
+            .contains(&Role::Tracker)
+            .then(|| base_of(Role::Tracker).map(|b| format!("{}{TRACKER_PATH}", ws_url(&b))))
+            .flatten(),
+        pingback: (roles.contains(&Role::Pingback) && !pingback_url.is_empty()).then(|| pingback_url.clone()),
+        stun: if roles.contains(&Role::Stun) { stun_urls.clone() } else { Vec::new() },
     });
 
     let mut listeners = Vec::new();
@@ -456,7 +542,37 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<ServeHandle> {
             ("stun".to_owned(), Ok(()))
         });
     }
-    Ok(ServeHandle { http: listeners, stun: stun_addr, roles, tracker, pingback, stop: stop_tx, tasks })
+    if let (Some(c), Some(info)) = (&cluster, node_info) {
+        c.begin(info, load_sampler(tracker.clone(), cfg.tracker.max_connections as u64), tracker.clone());
+    }
+    Ok(ServeHandle {
+        http: listeners,
+        stun: stun_addr,
+        roles,
+        tracker,
+        pingback,
+        cluster,
+        stop: stop_tx,
+        tasks,
+    })
+}
+
+/// This node's load for the cluster registry, sampled at each heartbeat.
+fn load_sampler(tracker: Option<Tracker>, max_connections: u64) -> shoal_cluster::LoadFn {
+    let mut cpu = shoal_cluster::load::CpuSampler::default();
+    let mut announces = shoal_cluster::load::Rate::default();
+    Box::new(move || {
+        let mut l = shoal_cluster::Load { cpu: cpu.sample(), ..Default::default() };
+        if let Some(t) = &tracker {
+            let s = t.stats();
+            l.connections = s.connections;
+            l.max_connections = max_connections;
+            l.swarms = s.swarms;
+            l.peers = s.peers;
+            l.announces_per_s = announces.update(s.announces);
+        }
+        l
+    })
 }
 
 fn role_names(roles: &[Role]) -> String {
