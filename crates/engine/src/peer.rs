@@ -8,14 +8,34 @@ use crate::estimate::Ewma;
 use crate::io::{Millis, PeerHandle};
 use crate::segment::SegKey;
 
-/// What a peer said it holds or receives: a few dozen recent segments at most, looked up many
-/// times per step, so a small vector (newest last) beats hashing.
-#[derive(Clone, Debug, Default)]
-pub struct Haves(Vec<(SegKey, HaveState)>);
+/// What a peer said it holds or receives, for its recent segments: one slot per sequence
+/// number modulo [`HAVE_SLOTS`] (a newer segment takes an old one's slot), so a lookup, done
+/// many times per step, is one comparison.
+#[derive(Clone, Debug)]
+pub struct Haves {
+    slots: Box<[Option<(SegKey, HaveState)>; HAVE_SLOTS]>,
+    len: usize,
+}
+
+/// Segments a peer's announcements are remembered for (more than any cache holds).
+pub const HAVE_SLOTS: usize = 32;
+
+impl Default for Haves {
+    fn default() -> Self {
+        Haves { slots: Box::new([None; HAVE_SLOTS]), len: 0 }
+    }
+}
 
 impl Haves {
+    fn slot(key: &SegKey) -> usize {
+        (key.1 as usize).wrapping_add(key.0 as usize * 17) % HAVE_SLOTS
+    }
+
     pub fn get(&self, key: &SegKey) -> Option<&HaveState> {
-        self.0.iter().rev().find(|e| e.0 == *key).map(|e| &e.1)
+        match &self.slots[Self::slot(key)] {
+            Some((k, s)) if k == key => Some(s),
+            _ => None,
+        }
     }
 
     pub fn contains_key(&self, key: &SegKey) -> bool {
@@ -23,22 +43,32 @@ impl Haves {
     }
 
     pub fn insert(&mut self, key: SegKey, state: HaveState) {
-        match self.0.iter_mut().rev().find(|e| e.0 == key) {
-            Some(e) => e.1 = state,
-            None => self.0.push((key, state)),
+        let slot = &mut self.slots[Self::slot(&key)];
+        if slot.is_none() {
+            self.len += 1;
         }
+        *slot = Some((key, state));
     }
 
     pub fn remove(&mut self, key: &SegKey) {
-        self.0.retain(|e| e.0 != *key);
+        let slot = &mut self.slots[Self::slot(key)];
+        if slot.as_ref().is_some_and(|(k, _)| k == key) {
+            *slot = None;
+            self.len -= 1;
+        }
     }
 
     pub fn retain(&mut self, mut keep: impl FnMut(&SegKey, &HaveState) -> bool) {
-        self.0.retain(|e| keep(&e.0, &e.1));
+        for slot in self.slots.iter_mut() {
+            if slot.as_ref().is_some_and(|(k, s)| !keep(k, s)) {
+                *slot = None;
+                self.len -= 1;
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.len
     }
 }
 
