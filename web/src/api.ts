@@ -7,7 +7,8 @@ export interface JoinResponse {
   stream: string;
   trackers: string[];
   stun: string[];
-  pingback: { url: string; interval_ms: number };
+  /** `alternates`: other pingback nodes of a cluster, in the order to try when `url` fails. */
+  pingback: { url: string; interval_ms: number; alternates?: string[] };
   cdn: string[];
   origin_public_key: string;
   key_id: string;

@@ -207,6 +207,8 @@ export class Pingback {
   private queue: Array<{ report: Report; at: number }> = [];
   private timer: ReturnType<typeof setInterval> | null = null;
   private sending = false;
+  /** Index into the session's pingback URLs (`url`, then `alternates`). */
+  private target = 0;
   private hls: { latency?: unknown } | null = null;
   private stopped = false;
   private readonly onPageHide = () => this.beaconNow();
@@ -227,7 +229,10 @@ export class Pingback {
   /** A join succeeded (whatever its P2P decision): report under its session from now on. */
   setJoin(resp: JoinResponse): void {
     if (this.stopped || !resp.pingback || typeof resp.pingback.url !== 'string' || resp.pingback.url === '') return;
-    if (this.join?.session_id !== resp.session_id) this.seq = 0;
+    if (this.join?.session_id !== resp.session_id) {
+      this.seq = 0;
+      this.target = 0;
+    }
     this.join = resp;
     if (this.timer) clearInterval(this.timer);
     const every = Math.min(600_000, Math.max(1_000, Number(resp.pingback.interval_ms) || 10_000));
@@ -309,23 +314,54 @@ export class Pingback {
     return { body: JSON.stringify(items), n: items.length };
   }
 
-  /** POST what is queued; keep it when the server cannot be reached. */
+  /** The session's pingback URLs in the order to use them (a cluster lists alternates). */
+  private urls(): string[] {
+    const j = this.join;
+    if (!j) return [];
+    const out = [j.pingback.url];
+    for (const a of j.pingback.alternates ?? []) {
+      if (typeof a === 'string' && a !== '' && !out.includes(a) && out.length < 8) out.push(a);
+    }
+    return out;
+  }
+
+  /** The URL reports go to now. */
+  get url(): string | null {
+    const u = this.urls();
+    return u.length > 0 ? (u[this.target % u.length] as string) : null;
+  }
+
+  /** POST what is queued; keep it when the server cannot be reached. A node that does not
+   * answer (network error, timeout, 5xx) is left for the next URL, tried at once. */
   async flush(): Promise<void> {
-    const url = this.join?.pingback.url;
-    if (!url || this.sending) return;
+    const urls = this.urls();
+    if (urls.length === 0 || !urls[0] || this.sending) return;
     const b = this.batch();
     if (!b) return;
     this.sending = true;
     try {
-      const status = await this.env.post(url, b.body, POST_TIMEOUT_MS);
-      if (status >= 200 && status < 300) {
-        this.queue.splice(0, b.n);
-      } else if (status >= 400 && status < 500 && status !== 429) {
-        this.log('warn', `pingback refused ${b.n} report(s) (HTTP ${status}); dropping them`);
-        this.queue.splice(0, b.n);
+      for (let attempt = 0; attempt < Math.min(2, urls.length); attempt++) {
+        const url = urls[this.target % urls.length] as string;
+        let status = 0;
+        try {
+          status = await this.env.post(url, b.body, POST_TIMEOUT_MS);
+        } catch {
+          status = 0;
+        }
+        if (status >= 200 && status < 300) {
+          this.queue.splice(0, b.n);
+          return;
+        }
+        if (status >= 400 && status < 500) {
+          if (status !== 429) {
+            this.log('warn', `pingback refused ${b.n} report(s) (HTTP ${status}); dropping them`);
+            this.queue.splice(0, b.n);
+          }
+          return;
+        }
+        // No answer or a server error: keep them, and go to the next node.
+        this.target += 1;
       }
-    } catch {
-      // unreachable: keep them for the next attempt
     } finally {
       this.sending = false;
     }
@@ -333,7 +369,7 @@ export class Pingback {
 
   /** The page is going away: one more report and everything queued, by beacon. */
   private beaconNow(): void {
-    const url = this.join?.pingback.url;
+    const url = this.url;
     if (!url) return;
     this.tick();
     const b = this.batch();

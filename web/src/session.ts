@@ -5,6 +5,7 @@
 
 import type { Action, ShoalEngine } from '../pkg/shoal_wasm.js';
 import type { JoinResponse } from './api.js';
+import { fetchWithFailover, type CdnBases } from './cdn.js';
 import type { Logger } from './log.js';
 import { Peers, type Signal } from './peers.js';
 import type { ListedSegment } from './playlist.js';
@@ -45,6 +46,8 @@ export interface SessionOptions {
   iceServers: RTCIceServer[];
   maxPeers: number;
   connectTimeoutMs: number;
+  /** CDN bases for the engine's fetches (failover on errors and slowness). */
+  cdn?: CdnBases;
 }
 
 /** Actions drained per input at most (the engine emits a bounded number; this catches bugs). */
@@ -85,6 +88,8 @@ export class Session {
   private readonly uploadKbps: number;
   swarmSize = 0;
 
+  private readonly cdn: CdnBases | null;
+
   constructor(
     wasm: WasmModule,
     private readonly join: JoinResponse,
@@ -93,6 +98,7 @@ export class Session {
   ) {
     this.peerId = join.peer_id;
     this.stream = join.stream;
+    this.cdn = opts.cdn ?? null;
     // Throws on a configuration the engine refuses; the caller stays CDN-only.
     this.engine = new wasm.ShoalEngine(
       JSON.stringify(opts.engineConfig),
@@ -275,7 +281,10 @@ export class Session {
       try {
         // A manifest cached by the browser for its max-age would lack the newest entries:
         // revalidate it every time (segments are immutable and may come from the cache).
-        const res = await fetch(url, { headers, signal: ctl.signal, credentials: 'omit', cache: manifest ? 'no-cache' : 'default' });
+        const init: RequestInit = { headers, credentials: 'omit', cache: manifest ? 'no-cache' : 'default' };
+        const res = this.cdn
+          ? await fetchWithFailover(this.cdn, url, init, ctl.signal)
+          : await fetch(url, { ...init, signal: ctl.signal });
         if (!live()) return;
         this.feed((e, now) => e.httpResponse(id, res.status, totalOf(res), now));
         if (!res.body) {

@@ -4,6 +4,7 @@
 // and on any engine failure, fragments load from the CDN with hls.js's own loader.
 
 import { join, JoinError, type JoinResponse } from './api.js';
+import { CdnBases, RESPONSE_TIMEOUT_MS, worthFailover } from './cdn.js';
 import { consoleLogger, type Logger } from './log.js';
 import { Pingback, type Counters as PingbackCounters } from './pingback.js';
 import { parseMaster, parseMedia, renditionName, streamFromUrl, type ListedSegment } from './playlist.js';
@@ -75,6 +76,8 @@ export class Shoal {
   private statsTimer: ReturnType<typeof setInterval> | null = null;
   private destroyed = false;
   private readonly pingback: Pingback;
+  /** @internal CDN bases in failover order (master playlist directory, then the API's list). */
+  readonly cdn = new CdnBases();
 
   constructor(options: ShoalOptions = {}) {
     this.opts = { ...options };
@@ -228,6 +231,7 @@ export class Shoal {
 
   private async onJoined(resp: JoinResponse): Promise<void> {
     this.joined = resp;
+    this.cdn.add(Array.isArray(resp.cdn) ? resp.cdn : []);
     try {
       if (this.destroyed) return;
       this.pingback.setJoin(resp);
@@ -270,6 +274,7 @@ export class Shoal {
             iceServers: stun.length > 0 ? [{ urls: stun }] : [],
             maxPeers: this.opts.maxPeers ?? 12,
             connectTimeoutMs: this.opts.connectTimeoutMs ?? 15_000,
+            cdn: this.cdn,
           },
           {
             log: this.log,
@@ -344,6 +349,7 @@ export class Shoal {
   onPlaylist(type: string, url: string, text: unknown): void {
     if (typeof text !== 'string') return;
     if (type === 'manifest') {
+      this.cdn.setPrimary(url);
       if (!this.stream) {
         this.stream = streamFromUrl(url);
         if (this.stream) this.startJoin();
@@ -512,6 +518,56 @@ export class Shoal {
     return Math.min(cap, Math.max(10_000, this.bufferedAheadMs() + 10_000));
   }
 
+  /** @internal Load with hls.js's own loader class, moving to the same path under the next
+   * CDN base on a network error, a 5xx or a timeout (each base but the last gets
+   * RESPONSE_TIMEOUT_MS to first byte); the base that answered is tried first next time.
+   * `setInner` receives every loader made, so abort/destroy reach the one in flight. */
+  loadWithFailover(config: any, context: any, loaderConfig: any, callbacks: any, setInner: (l: any) => void): void {
+    const tries = this.cdn.candidates(String(context?.url ?? ''));
+    const attempt = (i: number) => {
+      const inner = new config.loader(config);
+      setInner(inner);
+      context.url = tries[i];
+      const isLast = i === tries.length - 1;
+      let cfg = loaderConfig;
+      if (!isLast && loaderConfig) {
+        const lp = loaderConfig.loadPolicy;
+        cfg = {
+          ...loaderConfig,
+          timeout: Math.min(loaderConfig.timeout ?? Infinity, RESPONSE_TIMEOUT_MS),
+          ...(lp ? { loadPolicy: { ...lp, maxTimeToFirstByteMs: Math.min(lp.maxTimeToFirstByteMs ?? Infinity, RESPONSE_TIMEOUT_MS) } } : {}),
+        };
+      }
+      const next = (what: string): boolean => {
+        if (isLast) return false;
+        this.log('info', `${tries[i]}: ${what}; trying ${tries[i + 1]}`);
+        try {
+          inner.destroy?.();
+        } catch {
+          // gone already
+        }
+        attempt(i + 1);
+        return true;
+      };
+      inner.load(context, cfg, {
+        ...callbacks,
+        onSuccess: (response: any, stats: any, ctx: any, details: any) => {
+          this.cdn.worked(tries[i] as string);
+          callbacks.onSuccess(response, stats, ctx, details);
+        },
+        onError: (err: any, ctx: any, details: any, stats: any) => {
+          if (worthFailover(Number(err?.code ?? 0)) && next(`HTTP ${err?.code ?? 0}`)) return;
+          callbacks.onError(err, ctx, details, stats);
+        },
+        onTimeout: (stats: any, ctx: any, details: any) => {
+          if (next('timeout')) return;
+          callbacks.onTimeout(stats, ctx, details);
+        },
+      });
+    };
+    attempt(0);
+  }
+
   private fragmentLoaderClass(): unknown {
     const shoal = this;
     return class ShoalFragmentLoader {
@@ -591,9 +647,6 @@ export class Shoal {
       }
 
       private loadDirect(context: any, loaderConfig: any, callbacks: any, rendition: string | null): void {
-        const Default = this.config.loader;
-        const inner = new Default(this.config);
-        this.inner = inner;
         const sn = context?.frag?.sn;
         const wrap = {
           onSuccess: (response: any, stats: any, ctx: any, details: any) => {
@@ -624,7 +677,9 @@ export class Shoal {
               }
             : undefined,
         };
-        inner.load(context, loaderConfig, wrap);
+        shoal.loadWithFailover(this.config, context, loaderConfig, wrap, (l) => {
+          this.inner = l;
+        });
       }
 
       abort(): void {
@@ -660,9 +715,11 @@ export class Shoal {
   private playlistLoaderClass(): unknown {
     const shoal = this;
     return class ShoalPlaylistLoader {
-      private readonly inner: any;
+      private inner: any;
+      private readonly config: any;
 
       constructor(config: any) {
+        this.config = config;
         this.inner = new config.loader(config);
       }
 
@@ -684,7 +741,7 @@ export class Shoal {
 
       load(context: any, loaderConfig: any, callbacks: any): void {
         const onSuccess = callbacks.onSuccess;
-        this.inner.load(context, loaderConfig, {
+        const wrapped = {
           ...callbacks,
           onSuccess: (response: any, stats: any, ctx: any, details: any) => {
             try {
@@ -694,6 +751,11 @@ export class Shoal {
             }
             onSuccess(response, stats, ctx, details);
           },
+        };
+        // The first load (the master) has made no loader of ours yet: hls.js built this one.
+        this.inner.destroy?.();
+        shoal.loadWithFailover(this.config, context, loaderConfig, wrapped, (l) => {
+          this.inner = l;
         });
       }
 

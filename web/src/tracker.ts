@@ -43,6 +43,35 @@ const RATE_PER_SEC = 12;
 const RATE_BURST = 24;
 /** Messages waiting for rate or a connection; beyond it the oldest are dropped. */
 const MAX_QUEUE = 256;
+/** Liveness (same rule as crates/peer/src/tracker.rs): a tracker node partitioned away sends no
+ * close, so after IDLE_PING_MS without a frame the client sends `ping`, and a tracker that
+ * answers nothing for REPLY_TIMEOUT_MS after something was sent is left for the next URL. */
+export const IDLE_PING_MS = 4_000;
+export const REPLY_TIMEOUT_MS = 4_000;
+const LIVENESS_TICK_MS = 500;
+
+/** When the tracker has gone silent (pure; the client feeds it the clock). */
+export class Liveness {
+  private awaitingSince: number | null = null;
+  private lastRx: number | null = null;
+  private announced = false;
+
+  sent(now: number): void {
+    if (this.awaitingSince === null) this.awaitingSince = now;
+  }
+
+  received(now: number, peers: boolean): void {
+    this.awaitingSince = null;
+    this.lastRx = now;
+    this.announced = this.announced || peers;
+  }
+
+  check(now: number): 'fine' | 'ping' | 'silent' {
+    if (this.awaitingSince !== null) return now - this.awaitingSince >= REPLY_TIMEOUT_MS ? 'silent' : 'fine';
+    if (this.announced && this.lastRx !== null && now - this.lastRx >= IDLE_PING_MS) return 'ping';
+    return 'fine';
+  }
+}
 
 export class TrackerClient {
   private ws: WebSocket | null = null;
@@ -55,6 +84,9 @@ export class TrackerClient {
   private lastRefill = performance.now();
   private flushTimer: ReturnType<typeof setTimeout> | null = null;
   private closed = false;
+  private live = new Liveness();
+  private liveTimer: ReturnType<typeof setInterval> | null = null;
+  private silent = false;
   url: string | null = null;
 
   constructor(
@@ -91,6 +123,10 @@ export class TrackerClient {
       if (this.ws !== ws) return;
       this.url = url;
       this.connectedAt = performance.now();
+      this.live = new Liveness();
+      this.silent = false;
+      if (this.liveTimer) clearInterval(this.liveTimer);
+      this.liveTimer = setInterval(() => this.checkLiveness(ws), LIVENESS_TICK_MS);
       this.log('info', `tracker connected: ${url}`);
       this.handler.onConnected(url);
       this.flush();
@@ -104,11 +140,16 @@ export class TrackerClient {
         this.log('debug', 'tracker sent an unreadable frame');
         return;
       }
-      if (msg && typeof msg === 'object' && typeof msg.type === 'string') this.handler.onMessage(msg);
+      if (msg && typeof msg === 'object' && typeof msg.type === 'string') {
+        this.live.received(performance.now(), msg.type === 'peers');
+        this.handler.onMessage(msg);
+      }
     };
     ws.onclose = (ev: CloseEvent) => {
       clearTimeout(openTimer);
       if (this.ws !== ws) return;
+      if (this.liveTimer) clearInterval(this.liveTimer);
+      this.liveTimer = null;
       this.ws = null;
       this.queue = [];
       const was = this.url !== null;
@@ -118,11 +159,33 @@ export class TrackerClient {
         this.log('info', `tracker connection lost: ${reason}`);
         this.handler.onDisconnected(reason);
       }
-      this.retry(was && performance.now() - this.connectedAt > 30_000);
+      // A silent tracker is unreachable: retrying it first would only wait for the timeout.
+      this.retry(was && !this.silent && performance.now() - this.connectedAt > 30_000);
     };
     ws.onerror = () => {
       // onclose follows and decides.
     };
+  }
+
+  private checkLiveness(ws: WebSocket): void {
+    if (this.ws !== ws) return;
+    const now = performance.now();
+    const state = this.live.check(now);
+    if (state === 'ping') {
+      this.send({ type: 'ping' });
+    } else if (state === 'silent') {
+      this.silent = true;
+      this.log('info', `tracker ${this.url}: no answer in ${REPLY_TIMEOUT_MS} ms, moving on`);
+      // A socket to a partitioned host may never report its close: act now.
+      const handler = ws.onclose;
+      ws.onclose = null;
+      try {
+        ws.close();
+      } catch {
+        // already closing
+      }
+      handler?.call(ws, new CloseEvent('close', { code: 4000, reason: 'silent' }));
+    }
   }
 
   /** A connection that lasted is worth retrying first; a flapping one moves on. */
@@ -149,6 +212,8 @@ export class TrackerClient {
   /** Queue a message; messages for a connection that is not up are dropped. */
   send(msg: object): void {
     if (!this.connected || this.closed) return;
+    const type = (msg as { type?: unknown }).type;
+    if (type === 'announce' || type === 'ping') this.live.sent(performance.now());
     this.queue.push(JSON.stringify(msg));
     if (this.queue.length > MAX_QUEUE) this.queue.shift();
     this.flush();
@@ -174,6 +239,8 @@ export class TrackerClient {
 
   close(): void {
     this.closed = true;
+    if (this.liveTimer) clearInterval(this.liveTimer);
+    this.liveTimer = null;
     if (this.timer) clearTimeout(this.timer);
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.queue = [];
