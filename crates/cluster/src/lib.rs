@@ -172,6 +172,30 @@ impl Cluster {
         );
     }
 
+    /// `GET /v1/cluster` on every node: this node, its Redis link, the registry as it sees it,
+    /// nodes seen leaving and the backplane's counters.
+    pub fn status(&self) -> serde_json::Value {
+        let view = self.registry.view();
+        let l = self.link.stats();
+        let bp = self.backplane.get().map(|(b, _)| b.stats());
+        serde_json::json!({
+            "node": self.node_id,
+            "redis": { "up": l.healthy, "ops": l.ops, "errors": l.op_errors, "reconnects": l.reconnects,
+                       "messages_in": l.messages_in, "messages_dropped": l.messages_dropped },
+            "view": { "read_ms": view.read_ms, "stale": view.stale },
+            "nodes": view.nodes.values().collect::<Vec<_>>(),
+            "departures": self.registry.departures().iter()
+                .map(|(id, roles, at)| serde_json::json!({"id": id, "roles": roles, "at_ms": at}))
+                .collect::<Vec<_>>(),
+            "backplane": bp.map(|b| serde_json::json!({
+                "swarms": b.swarms, "spread_swarms": b.spread_swarms, "published": b.published,
+                "dropped": b.dropped, "received": b.received, "mirrored": b.mirrored,
+                "signals_out": b.signals_out, "signals_in": b.signals_in,
+                "signals_undelivered": b.signals_undelivered,
+            })),
+        })
+    }
+
     /// What the dashboard shows about the cluster (any JSON object).
     pub fn health(&self) -> serde_json::Value {
         let view = self.registry.view();

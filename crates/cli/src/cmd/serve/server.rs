@@ -487,6 +487,10 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<ServeHandle> {
             health_roles.push(Role::Stun);
         }
         let mut app = common_routes(&health_roles, metrics.clone());
+        if let Some(c) = &cluster {
+            let c = c.clone();
+            app = app.route("/v1/cluster", get(move || std::future::ready(Json(c.status()))));
+        }
         if info.roles.contains(&Role::Api) {
             if let Some(api) = &api {
                 app = app.merge(shoal_api::router(api.clone()));
