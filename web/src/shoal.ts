@@ -62,6 +62,7 @@ export class Shoal {
   private p2pReason: string | null;
   private joining = false;
   private joinAttempts = 0;
+  private noTrackerJoins = 0;
   private joinTimer: ReturnType<typeof setTimeout> | null = null;
   private lastRejoin = -Infinity;
   private media: HTMLMediaElement | null = null;
@@ -205,10 +206,13 @@ export class Shoal {
   // ------------------------------------------------------------------ join and session
 
   private startJoin(): void {
-    if (this.joining || this.session || this.destroyed || !this.opts.api || !this.stream) return;
+    const configured = (Array.isArray(this.opts.api) ? this.opts.api : [this.opts.api]).filter(
+      (a): a is string => typeof a === 'string' && a !== '',
+    );
+    if (this.joining || this.session || this.destroyed || configured.length === 0 || !this.stream) return;
     this.joining = true;
     this.p2pReason = 'joining';
-    const apis = [this.opts.api, ...(this.joined?.api ?? [])];
+    const apis = [...configured, ...(this.joined?.api ?? []).filter((a) => !configured.includes(a))];
     join(apis, this.stream, this.opts.token, this.opts.joinTimeoutMs ?? 5_000)
       .then((resp) => this.onJoined(resp))
       .catch((e: unknown) => {
@@ -239,8 +243,20 @@ export class Shoal {
         this.p2pReason = resp.p2p_reason ?? (resp.trackers.length === 0 ? 'no_tracker' : 'no_origin_key');
         this.log('info', `P2P is off for this session (${this.p2pReason}): CDN only`);
         this.emit('p2p', { enabled: false, reason: this.p2pReason, peerId: resp.peer_id });
+        if (this.p2pReason === 'no_tracker' && !this.destroyed) {
+          // No tracker is live in the cluster (all of P2P down): transient, unlike a policy's
+          // "no". Join again later (5 s doubling to 60 s); the CDN plays meanwhile.
+          const wait = Math.min(60_000, 5_000 * 2 ** Math.min(4, this.noTrackerJoins));
+          this.noTrackerJoins += 1;
+          if (this.joinTimer) clearTimeout(this.joinTimer);
+          this.joinTimer = setTimeout(() => {
+            this.joinTimer = null;
+            this.startJoin();
+          }, wait);
+        }
         return;
       }
+      this.noTrackerJoins = 0;
       if (typeof RTCPeerConnection !== 'function' || typeof WebAssembly !== 'object') {
         this.p2pReason = 'unsupported';
         this.log('info', 'this browser lacks WebRTC or WebAssembly: CDN only');

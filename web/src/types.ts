@@ -32,10 +32,11 @@ export interface EngineConfig {
 
 export interface ShoalOptions {
   /**
-   * API base URL (`https://api.example.com`); the SDK joins at `{api}/v1/join`. Without it
-   * (or when the API cannot be reached) the player plays from the CDN only.
+   * API base URL (`https://api.example.com`); the SDK joins at `{api}/v1/join`. Several URLs
+   * (API nodes of a cluster) are tried in order. Without it (or when no API can be reached)
+   * the player plays from the CDN only.
    */
-  api?: string;
+  api?: string | string[];
   /** Viewer token for the join request, if the API requires one. */
   token?: string;
   /**

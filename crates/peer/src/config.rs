@@ -15,8 +15,9 @@ pub const TEST_LIE_ENV: &str = "SHOAL_TEST_LIE";
 pub struct ClientConfig {
     /// Master (or media) playlist URL on the CDN. Required.
     pub url: String,
-    /// API base URL (`http://host:port`); the SDK joins at `{api}/v1/join`. Without it the
-    /// client plays from the CDN only.
+    /// API base URL (`http://host:port`); the SDK joins at `{api}/v1/join`. Several URLs,
+    /// comma-separated, are tried in order (API nodes of a cluster). Without it the client
+    /// plays from the CDN only.
     pub api: Option<String>,
     /// Viewer token for the join request.
     pub token: Option<String>,
@@ -82,13 +83,25 @@ impl ClientConfig {
     }
 
     /// Check what can be checked before starting.
+    /// The configured API base URLs, in order.
+    pub fn api_urls(&self) -> Vec<String> {
+        self.api
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         let u = reqwest::Url::parse(&self.url).map_err(|e| format!("url {:?}: {e}", self.url))?;
         if !matches!(u.scheme(), "http" | "https") {
             return Err(format!("url {:?}: only http and https are supported", self.url));
         }
-        if let Some(api) = &self.api {
-            reqwest::Url::parse(api).map_err(|e| format!("api {api:?}: {e}"))?;
+        for api in self.api_urls() {
+            reqwest::Url::parse(&api).map_err(|e| format!("api {api:?}: {e}"))?;
         }
         if let Some(s) = &self.stream {
             if !shoal_proto::ids::valid_name(s) {
@@ -124,6 +137,17 @@ impl ClientConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_api_urls() {
+        let mut c = ClientConfig::new("http://127.0.0.1:8080/live/demo/master.m3u8");
+        assert!(c.api_urls().is_empty());
+        c.api = Some(" http://a:1 , http://b:2,".into());
+        assert_eq!(c.api_urls(), ["http://a:1", "http://b:2"]);
+        assert_eq!(c.validate(), Ok(()));
+        c.api = Some("http://a:1,not a url".into());
+        assert!(c.validate().is_err());
+    }
 
     #[test]
     fn stream_name_from_url() {

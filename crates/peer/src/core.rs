@@ -150,6 +150,9 @@ pub(crate) struct Core {
     gen: u32,
     joined: Option<JoinResponse>,
     join_task: Option<tokio::task::AbortHandle>,
+    /// Joins in a row that found no live tracker (P2P off with `no_tracker`): the next one
+    /// waits 5 s doubling to 60 s.
+    no_tracker_joins: u32,
     http_tasks: HashMap<u64, tokio::task::AbortHandle>,
     carried: StatsSnapshot,
 
@@ -252,6 +255,7 @@ impl Core {
             gen: 0,
             joined: None,
             join_task: None,
+            no_tracker_joins: 0,
             http_tasks: HashMap::new(),
             carried: StatsSnapshot::default(),
             renditions: Vec::new(),
@@ -297,10 +301,11 @@ impl Core {
 
     pub(crate) async fn run(mut self) -> StatsSnapshot {
         self.publish_stats();
-        if let Some(api) = self.cfg.api.clone() {
+        let apis = self.cfg.api_urls();
+        if !apis.is_empty() {
             self.join_task = Some(crate::join::spawn(
                 self.cdn.http.clone(),
-                vec![api],
+                apis,
                 self.stream.clone(),
                 self.cfg.token.clone(),
                 self.tx.clone(),
@@ -1193,10 +1198,12 @@ impl Core {
         if self.join_task.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
-        let Some(api) = self.cfg.api.clone() else { return };
-        let mut apis = vec![api];
+        let mut apis = self.cfg.api_urls();
+        if apis.is_empty() {
+            return;
+        }
         if let Some(j) = &self.joined {
-            apis.extend(j.api.iter().cloned());
+            apis.extend(j.api.iter().filter(|a| !apis.contains(a)).cloned().collect::<Vec<_>>());
         }
         self.join_task = Some(crate::join::spawn(
             self.cdn.http.clone(),
@@ -1230,9 +1237,29 @@ impl Core {
         };
         if key.is_none() {
             tracing::info!(reason = ?resp.p2p_reason, "P2P is off for this session: CDN only");
+            // No tracker is live in the cluster right now (all of P2P down): a transient state,
+            // unlike a policy's "no". Join again later; the CDN plays meanwhile.
+            let retry = resp.p2p_reason.as_deref() == Some("no_tracker") && !self.snapshot.p2p;
+            let mut apis = self.cfg.api_urls();
+            apis.extend(resp.api.iter().filter(|a| !apis.contains(a)).cloned().collect::<Vec<_>>());
             self.joined = Some(resp);
+            if retry && !apis.is_empty() {
+                let delay =
+                    Duration::from_secs(5 << self.no_tracker_joins.min(4)).min(Duration::from_secs(60));
+                self.no_tracker_joins += 1;
+                tracing::info!("no tracker is live: joining again in {delay:?}");
+                self.join_task = Some(crate::join::spawn_after(
+                    delay,
+                    self.cdn.http.clone(),
+                    apis,
+                    self.stream.clone(),
+                    self.cfg.token.clone(),
+                    self.tx.clone(),
+                ));
+            }
             return;
         }
+        self.no_tracker_joins = 0;
         self.snapshot.p2p = true;
         // Close the previous engine's world.
         let handles: Vec<PeerHandle> = self.conns.keys().copied().collect();

@@ -64,12 +64,25 @@ pub async fn join_once(
 /// previous response named. Reports the response to the core, then ends. Abort to cancel.
 pub fn spawn(
     http: reqwest::Client,
+    apis: Vec<String>,
+    stream: String,
+    token: Option<String>,
+    core: mpsc::UnboundedSender<CoreMsg>,
+) -> tokio::task::AbortHandle {
+    spawn_after(Duration::ZERO, http, apis, stream, token, core)
+}
+
+/// [`spawn`] after `delay` (a join again later: the cluster had no live tracker).
+pub fn spawn_after(
+    delay: Duration,
+    http: reqwest::Client,
     mut apis: Vec<String>,
     stream: String,
     token: Option<String>,
     core: mpsc::UnboundedSender<CoreMsg>,
 ) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
         let mut backoff = Duration::from_secs(1);
         let mut i = 0usize;
         loop {
