@@ -30,6 +30,9 @@ enum Command {
     Keygen(cmd::keygen::Args),
     /// Mint a viewer token (HS256 JWT) for `POST /v1/join`.
     Token(cmd::token::Args),
+    /// Simulate a swarm scenario (the real engine, thousands of viewers, modelled network)
+    /// against its CDN-only baseline; writes JSON and an HTML/SVG report.
+    Sim(cmd::sim::Args),
     /// Benchmarks that print a report: `shoal bench <what>`.
     Bench(cmd::bench::Args),
 }
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         Command::Play(a) => cmd::play::run(a),
         Command::Keygen(a) => cmd::keygen::run(a),
         Command::Token(a) => cmd::token::run(a),
+        Command::Sim(a) => cmd::sim::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     }
 }

@@ -64,7 +64,8 @@ pub fn draw(sc: &Scenario, seed: u64, start_us: u64, end_us: u64) -> Vec<Viewer>
             let up_bps = draw_link(&mut rng, &net.upload);
             let down_bps = draw_link(&mut rng, &net.download);
             let locality = rng.pick(&loc_w) as u16;
-            let nat = [NatKind::Open, NatKind::Eim, NatKind::Symmetric, NatKind::Firewalled][rng.pick(&nat_w)];
+            let nat =
+                [NatKind::Open, NatKind::Eim, NatKind::Symmetric, NatKind::Firewalled][rng.pick(&nat_w)];
             let consume_only = rng.chance(a.consume_only_share);
             let liar = rng.chance(a.liar_share);
             let lossy = rng.chance(net.lossy_share);

@@ -46,9 +46,7 @@ fn step(span: f64, n: f64) -> f64 {
 }
 
 fn fmt_tick(v: f64) -> String {
-    if v.abs() >= 1000.0 {
-        format!("{:.0}", v)
-    } else if v.abs() >= 10.0 || v == v.round() {
+    if v.abs() >= 10.0 || v == v.round() {
         format!("{:.0}", v)
     } else if v.abs() >= 1.0 {
         format!("{:.1}", v)
@@ -58,7 +56,17 @@ fn fmt_tick(v: f64) -> String {
 }
 
 /// One chart at (`x0`, `y0`) inside a larger SVG.
-pub fn chart(out: &mut String, x0: f64, y0: f64, title: &str, y_label: &str, lines: &[Line], y_min: Option<f64>, y_max: Option<f64>) {
+#[allow(clippy::too_many_arguments)] // a drawing call: position, labels, data and axis bounds
+pub fn chart(
+    out: &mut String,
+    x0: f64,
+    y0: f64,
+    title: &str,
+    y_label: &str,
+    lines: &[Line],
+    y_min: Option<f64>,
+    y_max: Option<f64>,
+) {
     let xs = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0));
     let ys = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
     let (mut x_lo, mut x_hi) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -217,7 +225,8 @@ pub fn report_svg(r: &Report) -> String {
         ))
     );
     let top = 40.0;
-    let mut viewers = vec![Line { name: "viewers", color: P2P, dashed: false, points: series(p, |x| Some(x.viewers)) }];
+    let mut viewers =
+        vec![Line { name: "viewers", color: P2P, dashed: false, points: series(p, |x| Some(x.viewers)) }];
     viewers.push(Line {
         name: "connections / viewer ×100",
         color: PEER,
@@ -230,10 +239,20 @@ pub fn report_svg(r: &Report) -> String {
         Line { name: "peers", color: PEER, dashed: false, points: series(p, |x| Some(x.peer_mbps)) },
     ];
     if let Some(b) = b {
-        bw.push(Line { name: "CDN (CDN-only)", color: BASE, dashed: true, points: series(b, |x| Some(x.cdn_mbps)) });
+        bw.push(Line {
+            name: "CDN (CDN-only)",
+            color: BASE,
+            dashed: true,
+            points: series(b, |x| Some(x.cdn_mbps)),
+        });
     }
     chart(&mut s, W, top, "Delivery: CDN vs peers", "Mbit/s", &bw, Some(0.0), None);
-    let off = vec![Line { name: "offload", color: P2P, dashed: false, points: series(p, |x| x.offload.map(|o| o * 100.0)) }];
+    let off = vec![Line {
+        name: "offload",
+        color: P2P,
+        dashed: false,
+        points: series(p, |x| x.offload.map(|o| o * 100.0)),
+    }];
     let mut off = off;
     off.push(Line {
         name: "bound",
@@ -242,9 +261,15 @@ pub fn report_svg(r: &Report) -> String {
         points: p.series.iter().map(|x| (x.t_s, p.bound.bound * 100.0)).collect(),
     });
     chart(&mut s, 0.0, top + H, "Offload", "% of bytes from peers", &off, Some(0.0), Some(100.0));
-    let mut st = vec![Line { name: "P2P", color: P2P, dashed: false, points: series(p, |x| Some(x.stalls as f64)) }];
+    let mut st =
+        vec![Line { name: "P2P", color: P2P, dashed: false, points: series(p, |x| Some(x.stalls as f64)) }];
     if let Some(b) = b {
-        st.push(Line { name: "CDN-only", color: BASE, dashed: true, points: series(b, |x| Some(x.stalls as f64)) });
+        st.push(Line {
+            name: "CDN-only",
+            color: BASE,
+            dashed: true,
+            points: series(b, |x| Some(x.stalls as f64)),
+        });
     }
     chart(&mut s, W, top + H, "Stalls started per interval", "stalls", &st, Some(0.0), None);
     let mut lat = vec![Line {
@@ -254,7 +279,12 @@ pub fn report_svg(r: &Report) -> String {
         points: series(p, |x| x.behind_live_edge_p50_s),
     }];
     if let Some(b) = b {
-        lat.push(Line { name: "CDN-only", color: BASE, dashed: true, points: series(b, |x| x.behind_live_edge_p50_s) });
+        lat.push(Line {
+            name: "CDN-only",
+            color: BASE,
+            dashed: true,
+            points: series(b, |x| x.behind_live_edge_p50_s),
+        });
     }
     chart(&mut s, 0.0, top + 2.0 * H, "Behind the live edge (median)", "seconds", &lat, Some(0.0), None);
     let mut rb = vec![Line {
@@ -264,7 +294,12 @@ pub fn report_svg(r: &Report) -> String {
         points: series(p, |x| Some(x.rebuffer_ratio * 100.0)),
     }];
     if let Some(b) = b {
-        rb.push(Line { name: "CDN-only", color: BASE, dashed: true, points: series(b, |x| Some(x.rebuffer_ratio * 100.0)) });
+        rb.push(Line {
+            name: "CDN-only",
+            color: BASE,
+            dashed: true,
+            points: series(b, |x| Some(x.rebuffer_ratio * 100.0)),
+        });
     }
     chart(&mut s, W, top + 2.0 * H, "Rebuffering", "% of viewing time", &rb, Some(0.0), None);
     s.push_str("</svg>\n");
@@ -310,7 +345,10 @@ pub fn report_html(r: &Report) -> String {
         ("offload (peer ÷ peer + CDN segment bytes)", pct(p.offload)),
         ("net offload (waste counted against it)", pct(p.net_offload)),
         ("CDN savings vs CDN-only", p.cdn_savings.map_or("–".into(), pct)),
-        ("bound (min of entry and upload bounds)", format!("{} (entry {}, upload {})", pct(p.bound.bound), pct(p.bound.entry), pct(p.bound.upload))),
+        (
+            "bound (min of entry and upload bounds)",
+            format!("{} (entry {}, upload {})", pct(p.bound.bound), pct(p.bound.entry), pct(p.bound.upload)),
+        ),
         ("net offload ÷ bound", format!("{:.3}", p.bound.ratio)),
         (
             "CDN fetches per segment (mean / p50 / p95)",
@@ -321,11 +359,43 @@ pub fn report_html(r: &Report) -> String {
                 opt(p.cdn_fetches_per_segment.p95, "")
             ),
         ),
-        ("CDN bytes", format!("{:.1} MB (manifests {:.1} MB)", p.bytes.cdn_total as f64 / 1e6, p.bytes.cdn_manifests as f64 / 1e6)),
-        ("peer bytes accepted / arrived", format!("{:.1} / {:.1} MB", p.bytes.peer_accepted as f64 / 1e6, p.bytes.peer_arrived as f64 / 1e6)),
-        ("upload utilisation (Jain fairness, top 10 % share)", format!("{} ({:.2}, {})", pct(p.upload.utilisation), p.upload.fairness_jain, pct(p.upload.top10_share))),
-        ("connections per peer (mean / p95)", format!("{:.1} / {}", p.connections_per_peer.mean.unwrap_or(0.0), opt(p.connections_per_peer.p95, ""))),
-        ("peer messages per second (per viewer)", format!("{:.0} ({:.1})", p.messages_per_s, p.messages_per_viewer_s)),
+        (
+            "CDN bytes",
+            format!(
+                "{:.1} MB (manifests {:.1} MB)",
+                p.bytes.cdn_total as f64 / 1e6,
+                p.bytes.cdn_manifests as f64 / 1e6
+            ),
+        ),
+        (
+            "peer bytes accepted / arrived",
+            format!(
+                "{:.1} / {:.1} MB",
+                p.bytes.peer_accepted as f64 / 1e6,
+                p.bytes.peer_arrived as f64 / 1e6
+            ),
+        ),
+        (
+            "upload utilisation (Jain fairness, top 10 % share)",
+            format!(
+                "{} ({:.2}, {})",
+                pct(p.upload.utilisation),
+                p.upload.fairness_jain,
+                pct(p.upload.top10_share)
+            ),
+        ),
+        (
+            "connections per peer (mean / p95)",
+            format!(
+                "{:.1} / {}",
+                p.connections_per_peer.mean.unwrap_or(0.0),
+                opt(p.connections_per_peer.p95, "")
+            ),
+        ),
+        (
+            "peer messages per second (per viewer)",
+            format!("{:.0} ({:.1})", p.messages_per_s, p.messages_per_viewer_s),
+        ),
         ("unconnectable pairs", pct(p.unconnectable_pairs)),
     ];
     for (k, v) in rows {
@@ -337,12 +407,45 @@ pub fn report_html(r: &Report) -> String {
     let qrows: Vec<(&str, (String, String))> = vec![
         ("rebuffer ratio", q(&|x| format!("{:.4} %", x.qoe.rebuffer_ratio * 100.0))),
         ("stalls (viewers who stalled)", q(&|x| format!("{} ({})", x.qoe.stalls, x.qoe.viewers_with_stalls))),
-        ("start-up p50 / p95", q(&|x| format!("{} / {}", opt(x.qoe.startup_ms.p50, "ms"), opt(x.qoe.startup_ms.p95, "ms")))),
-        ("behind live edge p50 / p95", q(&|x| format!("{} / {}", opt(x.qoe.behind_live_edge_ms.p50, "ms"), opt(x.qoe.behind_live_edge_ms.p95, "ms")))),
+        (
+            "start-up p50 / p95",
+            q(&|x| format!("{} / {}", opt(x.qoe.startup_ms.p50, "ms"), opt(x.qoe.startup_ms.p95, "ms"))),
+        ),
+        (
+            "behind live edge p50 / p95",
+            q(&|x| {
+                format!(
+                    "{} / {}",
+                    opt(x.qoe.behind_live_edge_ms.p50, "ms"),
+                    opt(x.qoe.behind_live_edge_ms.p95, "ms")
+                )
+            }),
+        ),
         ("start failures", q(&|x| x.qoe.start_failures.to_string())),
-        ("invariants", q(&|x| if x.invariants_ok { "all held".into() } else { format!("FAILED: {}", x.invariants.failures.join("; ")) })),
-        ("wall time, speed", q(&|x| format!("{:.1} s, {:.1}× real time", x.speed.wall_s, x.speed.sim_s_per_wall_s))),
-        ("events/s, peak memory", q(&|x| format!("{:.2} M/s, {}", x.speed.events_per_s / 1e6, x.speed.peak_rss_mib.map_or("–".into(), |m| format!("{m:.0} MiB"))))),
+        (
+            "invariants",
+            q(&|x| {
+                if x.invariants_ok {
+                    "all held".into()
+                } else {
+                    format!("FAILED: {}", x.invariants.failures.join("; "))
+                }
+            }),
+        ),
+        (
+            "wall time, speed",
+            q(&|x| format!("{:.1} s, {:.1}× real time", x.speed.wall_s, x.speed.sim_s_per_wall_s)),
+        ),
+        (
+            "events/s, peak memory",
+            q(&|x| {
+                format!(
+                    "{:.2} M/s, {}",
+                    x.speed.events_per_s / 1e6,
+                    x.speed.peak_rss_mib.map_or("–".into(), |m| format!("{m:.0} MiB"))
+                )
+            }),
+        ),
     ];
     for (k, (a, c)) in qrows {
         let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(k), esc(&a), esc(&c));

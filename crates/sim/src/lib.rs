@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod net;
 pub mod origin;
 pub mod player;
+pub mod queue;
 pub mod report;
 pub mod rng;
 pub mod scenario;

@@ -1,12 +1,13 @@
 //! The network model, flow level, one 16 kB DataChannel message at a time.
 //!
-//! - **Uplink.** Each viewer's uplink sends one message at a time at its capacity, taking the
-//!   connections that have something queued in turn (round robin, one message each): a fair
-//!   share per connection, as SCTP streams over one congestion-controlled path get. Messages
-//!   below [`SMALL`] bytes (haves, requests, pings) leave without an event of their own but
-//!   still take their transmission time on the uplink. Whatever the engine writes waits in the
-//!   connection's queue; the queued byte count is reported back to the engine as the
-//!   DataChannel's `bufferedAmount` after every data message leaves.
+//! - **Uplink.** Each viewer's uplink sends messages one at a time at its capacity, in the
+//!   order the engine wrote them (the engine itself interleaves the peers it serves, one
+//!   chunk each in turn, within a window of about 300 ms of upload). A message's departure is
+//!   known when it is written, so the uplink needs no event of its own. The bytes still queued
+//!   on a connection are reported back to the engine as the DataChannel's `bufferedAmount`
+//!   when they fall to [`BUFFER_LOW`] (the browser's "buffered amount low" event) and when the
+//!   queue empties. Small messages (requests, haves, pings) do not wait behind other
+//!   connections' data; on their own connection they arrive in order after its data.
 //! - **Path.** A message arrives one-way latency after it left (per pair, from locality
 //!   groups: same group close, different groups far), plus jitter and, when lost, a
 //!   retransmission timeout. Channels are reliable and ordered: a message never overtakes the
@@ -28,8 +29,12 @@ use shoal_proto::wire::{Message, DATA_HEADER};
 use crate::rng::{hash64, unit_of};
 use crate::scenario::Network;
 
-/// Messages at most this big leave the uplink without an event of their own.
+/// Messages at most this big (everything but chunks and entries) do not wait behind other
+/// connections' data on the uplink.
 pub const SMALL: u64 = 1_200;
+/// `bufferedAmountLowThreshold` of every DataChannel: below it the engine is told the queue
+/// drained (three 16 kB chunks).
+pub const BUFFER_LOW: u64 = 48 * 1024;
 /// CDN transfers stream in pieces of this many bytes (4 chunks; chunk-aligned when the
 /// transfer starts at a chunk boundary, which the engine's Range requests always do).
 pub const PIECE: usize = 64_000;
@@ -82,7 +87,9 @@ pub fn wire_size(msg: &Message) -> u64 {
     match msg {
         Message::Data { payload, .. } => (DATA_HEADER + payload.len()) as u64,
         Message::Entry(e) => 120 + e.uri.len() as u64 + 32 * e.chunk_hashes.len() as u64,
-        Message::Hello(h) => 40 + h.peer_id.len() as u64 + h.stream.len() as u64 + 16 * h.renditions.len() as u64,
+        Message::Hello(h) => {
+            40 + h.peer_id.len() as u64 + h.stream.len() as u64 + 16 * h.renditions.len() as u64
+        }
         Message::Have { rendition, .. } => 16 + rendition.len() as u64,
         Message::HaveMap { rendition, .. } => 20 + rendition.len() as u64,
         Message::Request { rendition, .. } => 24 + rendition.len() as u64,
@@ -99,11 +106,11 @@ pub fn tx_us(bytes: u64, bps: u64) -> u64 {
 /// One direction of a connection.
 #[derive(Default)]
 pub struct Dir {
-    /// Written by the engine, not yet sent by the uplink.
-    pub queue: VecDeque<Message>,
-    pub queued: u64,
-    /// The connection is in its sender's round-robin ring.
-    pub in_ring: bool,
+    /// Written by the engine and not yet sent: (departure time µs, bytes).
+    pub pending: VecDeque<(u64, u64)>,
+    /// When the next buffer report is due (0: none), and its generation.
+    pub report_at: u64,
+    pub report_gen: u32,
     /// Sent, not yet arrived: (arrival time µs, message).
     pub flight: VecDeque<(u64, Message)>,
     pub last_arrival: u64,

@@ -78,6 +78,8 @@ pub struct Qoe {
     pub behind_live_edge_ms: Quantiles,
     pub deliveries: u64,
     pub deliver_failed: u64,
+    /// Publication to delivery, milliseconds, for segments from peers, the CDN, both.
+    pub since_publish_ms: [Quantiles; 3],
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -139,6 +141,7 @@ pub struct RunSummary {
     pub connections_opened: u64,
     pub unconnectable_pairs: f64,
     pub announces: u64,
+    pub requests: u64,
     pub messages_per_s: f64,
     pub messages_per_viewer_s: f64,
     pub engine: EngineTotalsOut,
@@ -255,7 +258,9 @@ pub fn summarize(sc: &Scenario, out: &RunOutput) -> RunSummary {
         stalls,
         viewers_with_stalls: out.viewers.iter().filter(|v| v.stalls > 0).count() as u64,
         stalls_per_viewer_hour: ratio(stalls as f64, online_h),
-        startup_ms: Quantiles::of(started.iter().filter_map(|v| v.startup_us).map(|s| s as f64 / 1e3).collect()),
+        startup_ms: Quantiles::of(
+            started.iter().filter_map(|v| v.startup_us).map(|s| s as f64 / 1e3).collect(),
+        ),
         start_failures,
         behind_live_edge_ms: Quantiles {
             mean: out.latency.mean(),
@@ -265,6 +270,10 @@ pub fn summarize(sc: &Scenario, out: &RunOutput) -> RunSummary {
         },
         deliveries: c.deliveries,
         deliver_failed: c.deliver_failed,
+        since_publish_ms: std::array::from_fn(|i| {
+            let h = &out.since_publish[i];
+            Quantiles { mean: h.mean(), p50: h.quantile(0.5), p95: h.quantile(0.95), max: h.quantile(1.0) }
+        }),
     };
 
     // Upload use.
@@ -324,6 +333,7 @@ pub fn summarize(sc: &Scenario, out: &RunOutput) -> RunSummary {
         connections_opened: c.connections_opened,
         unconnectable_pairs: out.unconnectable_pairs,
         announces: c.announces,
+        requests: c.requests,
         messages_per_s: ratio(c.peer_msgs as f64, sim_s),
         messages_per_viewer_s: ratio(c.peer_msgs as f64, viewer_s),
         engine: EngineTotalsOut {
@@ -398,8 +408,14 @@ impl Report {
                 stalls_delta: p2p.qoe.stalls as i64 - b.qoe.stalls as i64,
                 startup_p50_delta_ms: d(p2p.qoe.startup_ms.p50, b.qoe.startup_ms.p50),
                 startup_p95_delta_ms: d(p2p.qoe.startup_ms.p95, b.qoe.startup_ms.p95),
-                behind_live_edge_p50_delta_ms: d(p2p.qoe.behind_live_edge_ms.p50, b.qoe.behind_live_edge_ms.p50),
-                behind_live_edge_p95_delta_ms: d(p2p.qoe.behind_live_edge_ms.p95, b.qoe.behind_live_edge_ms.p95),
+                behind_live_edge_p50_delta_ms: d(
+                    p2p.qoe.behind_live_edge_ms.p50,
+                    b.qoe.behind_live_edge_ms.p50,
+                ),
+                behind_live_edge_p95_delta_ms: d(
+                    p2p.qoe.behind_live_edge_ms.p95,
+                    b.qoe.behind_live_edge_ms.p95,
+                ),
                 cdn_savings: savings,
             }
         });
@@ -473,6 +489,17 @@ impl Report {
             )
         };
         let _ = writeln!(s, "{}", row("P2P", p));
+        let sp = &p.qoe.since_publish_ms;
+        let _ = writeln!(
+            s,
+            "  published→delivered p50/p95 ms: from peers {}/{}, from CDN {}/{}, mixed {}/{}",
+            f(sp[0].p50),
+            f(sp[0].p95),
+            f(sp[1].p50),
+            f(sp[1].p95),
+            f(sp[2].p50),
+            f(sp[2].p95)
+        );
         if let Some(b) = &self.baseline {
             let _ = writeln!(s, "{}", row("CDN-only", b));
             if let Some(v) = &self.versus_baseline {
@@ -494,6 +521,12 @@ impl Report {
             p.connect_refused
         );
         let e = &p.engine;
+        let _ = writeln!(
+            s,
+            "  requests {} ({:.1} per delivery)",
+            p.requests,
+            p.requests as f64 / p.qoe.deliveries.max(1) as f64
+        );
         let _ = writeln!(
             s,
             "  engine: edge fetches {}, fallbacks deadline {} / no source {} / startup {}, late {}, bans {}, verify failures {}",

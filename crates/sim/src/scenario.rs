@@ -344,7 +344,9 @@ impl Scenario {
         }
         let n = &self.network;
         for (what, classes) in [("upload", &n.upload), ("download", &n.download)] {
-            if classes.is_empty() || classes.iter().any(|c| c.share < 0.0 || c.min_mbps <= 0.0 || c.max_mbps < c.min_mbps) {
+            if classes.is_empty()
+                || classes.iter().any(|c| c.share < 0.0 || c.min_mbps <= 0.0 || c.max_mbps < c.min_mbps)
+            {
                 bail!("network.{what}: non-empty, share >= 0, 0 < min_mbps <= max_mbps");
             }
         }
@@ -407,8 +409,10 @@ mod tests {
     fn typos_and_bad_values_are_refused() {
         assert!(Scenario::parse("name = \"t\"\nduration_s = 60\n[audience]\nviewer = 5\n").is_err());
         assert!(Scenario::parse("name = \"t\"\nduration_s = 60\n[audience]\nviewers = 0\n").is_err());
-        assert!(Scenario::parse("name = \"t\"\nduration_s = 60\n[audience]\nviewers = 3\n[engine]\nfetchers_target = 0\n")
-            .is_err());
+        assert!(Scenario::parse(
+            "name = \"t\"\nduration_s = 60\n[audience]\nviewers = 3\n[engine]\nfetchers_target = 0\n"
+        )
+        .is_err());
     }
 
     #[test]

@@ -3,8 +3,6 @@
 //! neighbour selection (`shoal-swarm`) and an hls.js-like player per viewer. No threads, no
 //! sleeping, no wall clock (except to report the simulator's own speed).
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,9 +19,10 @@ use crate::audience::Viewer;
 use crate::crypto::MemoCrypto;
 use crate::fxhash::FxHashMap;
 use crate::metrics::{Hist, Invariants, Series};
-use crate::net::{can_connect, latency_us, tx_us, wire_size, Conn, Dir, NatKind, PIECE, SMALL};
+use crate::net::{can_connect, latency_us, tx_us, wire_size, Conn, Dir, NatKind, BUFFER_LOW, PIECE, SMALL};
 use crate::origin::{Origin, FIRST_SEQ};
 use crate::player::{Advance, Player};
+use crate::queue::EventQueue;
 use crate::rng::Rng;
 use crate::scenario::Scenario;
 
@@ -37,7 +36,7 @@ enum Ev {
     PlayerKick(u32),
     BufferEmpty(u32, u32),
     Wake(u32),
-    UplinkDone(u32),
+    BufferLow(u32, u8, u32),
     Arrive(u32, u8),
     Http(u32),
     Announce(u32),
@@ -45,30 +44,6 @@ enum Ev {
     ConnectDone(u32),
     PeerGone(u32, PeerHandle),
     Sample,
-}
-
-struct QItem {
-    t: u64,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for QItem {
-    fn eq(&self, o: &Self) -> bool {
-        self.t == o.t && self.seq == o.seq
-    }
-}
-impl Eq for QItem {}
-impl PartialOrd for QItem {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for QItem {
-    /// Reversed: the heap pops the earliest event first, ties in insertion order.
-    fn cmp(&self, o: &Self) -> Ordering {
-        o.t.cmp(&self.t).then(o.seq.cmp(&self.seq))
-    }
 }
 
 /// One viewer's record, closed when it leaves or the run ends.
@@ -99,6 +74,7 @@ pub struct Counters {
     pub cdn_arrived: u64,
     pub cdn_cut: u64,
     pub peer_msgs: u64,
+    pub requests: u64,
     pub peer_payload_sent: u64,
     pub peer_payload_arrived: u64,
     pub peer_payload_dropped: u64,
@@ -172,8 +148,6 @@ struct Node {
     pending_in: u32,
     next_handle: PeerHandle,
     banned: Vec<u32>,
-    up_ring: VecDeque<(u32, u8)>,
-    up_current: Option<(u32, u8, Message, u64)>,
     up_free: u64,
     down_free: u64,
     wake_sched: Option<u64>,
@@ -222,6 +196,9 @@ pub struct RunOutput {
     pub series: Series,
     pub latency: Hist,
     pub connections: Hist,
+    /// Time from a segment's publication to its delivery to a player, by source (peers,
+    /// CDN, mixed), milliseconds.
+    pub since_publish: [Hist; 3],
     /// Per segment: (rendition, seq, size, deliveries, CDN requests, CDN bytes).
     pub segments: Vec<(u16, u64, u64, u32, u32, u64)>,
     pub upload_capacity_bytes: f64,
@@ -238,8 +215,7 @@ pub struct World<'a> {
     p2p: bool,
     seed: u64,
     now: u64,
-    queue: BinaryHeap<QItem>,
-    qseq: u64,
+    queue: EventQueue<Ev>,
     origin: Origin,
     crypto: Arc<MemoCrypto>,
     viewers: &'a [Viewer],
@@ -261,6 +237,7 @@ pub struct World<'a> {
     series: Series,
     latency: Hist,
     connections: Hist,
+    since_publish: [Hist; 3],
     records: Vec<ViewerRecord>,
     per_seg: FxHashMap<u64, (u64, u32, u32, u64)>,
     upload_capacity_bytes: f64,
@@ -274,7 +251,13 @@ fn seg_key(rend: u16, seq: u64) -> u64 {
 }
 
 impl<'a> World<'a> {
-    pub fn new(sc: &'a Scenario, viewers: &'a [Viewer], seed: u64, p2p: bool, progress: Option<String>) -> Self {
+    pub fn new(
+        sc: &'a Scenario,
+        viewers: &'a [Viewer],
+        seed: u64,
+        p2p: bool,
+        progress: Option<String>,
+    ) -> Self {
         let seg_us = sc.stream.segment_ms as u64 * 1_000;
         // The stream runs for a full playlist window before the first viewer arrives.
         let start_us = seg_us * (sc.stream.playlist_window as u64 + 1);
@@ -294,8 +277,6 @@ impl<'a> World<'a> {
                 pending_in: 0,
                 next_handle: 1,
                 banned: Vec::new(),
-                up_ring: VecDeque::new(),
-                up_current: None,
                 up_free: 0,
                 down_free: 0,
                 wake_sched: None,
@@ -315,8 +296,7 @@ impl<'a> World<'a> {
             p2p,
             seed,
             now: 0,
-            queue: BinaryHeap::new(),
-            qseq: 0,
+            queue: EventQueue::new(),
             origin: Origin::new(&sc.stream, seed),
             crypto: Arc::new(MemoCrypto::new()),
             viewers,
@@ -326,7 +306,13 @@ impl<'a> World<'a> {
             xfers: Vec::new(),
             cdn_active: 0,
             attempts: Vec::new(),
-            swarms: sc.stream.renditions.iter().enumerate().map(|(i, _)| Swarm::new(1_000_000, seed ^ i as u64)).collect(),
+            swarms: sc
+                .stream
+                .renditions
+                .iter()
+                .enumerate()
+                .map(|(i, _)| Swarm::new(1_000_000, seed ^ i as u64))
+                .collect(),
             localities: sc.network.localities.iter().map(|l| Arc::from(l.name.as_str())).collect(),
             rng: Rng::derive(seed, if p2p { "network-p2p" } else { "network-cdn" }),
             out_pool: Vec::new(),
@@ -338,6 +324,7 @@ impl<'a> World<'a> {
             series: Series::new(start_us, bucket_us, end_us - start_us),
             latency: Hist::new(10.0, 12_000),
             connections: Hist::new(1.0, 64),
+            since_publish: [Hist::new(10.0, 3_000), Hist::new(10.0, 3_000), Hist::new(10.0, 3_000)],
             records: vec![ViewerRecord::default(); viewers.len()],
             per_seg: FxHashMap::default(),
             upload_capacity_bytes: 0.0,
@@ -356,18 +343,13 @@ impl<'a> World<'a> {
     }
 
     fn push(&mut self, t: u64, ev: Ev) {
-        self.qseq += 1;
-        self.queue.push(QItem { t: t.max(self.now), seq: self.qseq, ev });
+        self.queue.push(t.max(self.now), ev);
     }
 
     /// Run to the end and hand over what was measured.
     pub fn run(mut self) -> RunOutput {
         reset_peak_rss();
-        while let Some(top) = self.queue.peek() {
-            if top.t > self.end_us {
-                break;
-            }
-            let QItem { t, ev, .. } = self.queue.pop().expect("peeked");
+        while let Some((t, ev)) = self.queue.pop_until(self.end_us) {
             self.now = t;
             self.c.events += 1;
             self.dispatch(ev);
@@ -445,7 +427,7 @@ impl<'a> World<'a> {
                     self.feed(n, Input::Tick);
                 }
             }
-            Ev::UplinkDone(n) => self.uplink_done(n),
+            Ev::BufferLow(c, d, gen) => self.buffer_low(c, d as usize, gen),
             Ev::Arrive(c, d) => self.arrive(c, d as usize),
             Ev::Http(x) => self.http_step(x),
             Ev::Announce(n) => {
@@ -553,13 +535,11 @@ impl<'a> World<'a> {
             let budget = e.config().upload_budget_bytes;
             if budget > 0 && node.uploaded > budget {
                 self.inv.over_budget += 1;
-                self.inv.fail(format!("{} uploaded {} over its budget {budget}", node.peer_id, node.uploaded));
+                self.inv
+                    .fail(format!("{} uploaded {} over its budget {budget}", node.peer_id, node.uploaded));
             }
         }
         node.recv = FxHashMap::default();
-        node.up_ring.clear();
-        // A message half-way out of the uplink never leaves (it was not counted as sent).
-        node.up_current = None;
         let links = std::mem::take(&mut self.nodes[ni].links);
         for (_, c) in links {
             self.close_conn(c, n);
@@ -663,7 +643,8 @@ impl<'a> World<'a> {
     fn player_request(&mut self, n: u32) {
         let ni = n as usize;
         let pl = &self.sc.player;
-        let Some(seq) = self.nodes[ni].player.want(self.now, pl.live_sync_segments, pl.max_buffer_ms as u64 * 1_000)
+        let Some(seq) =
+            self.nodes[ni].player.want(self.now, pl.live_sync_segments, pl.max_buffer_ms as u64 * 1_000)
         else {
             return;
         };
@@ -711,7 +692,10 @@ impl<'a> World<'a> {
                 }
                 if !same || off != p.data.len() {
                     self.inv.wrong_bytes_delivered += 1;
-                    self.inv.fail(format!("v{n}: segment {} delivered with bytes that are not the origin's", d.seq));
+                    self.inv.fail(format!(
+                        "v{n}: segment {} delivered with bytes that are not the origin's",
+                        d.seq
+                    ));
                 }
             }
             None => self.inv.fail(format!("v{n}: segment {} no longer at the origin to check", d.seq)),
@@ -727,10 +711,22 @@ impl<'a> World<'a> {
         e.1 += 1;
         self.c.consumed_bytes += d.size;
         self.c.deliveries += 1;
-        match d.source {
-            Source::Peers => self.c.from_peers += 1,
-            Source::Cdn => self.c.from_cdn += 1,
-            Source::Mixed => self.c.mixed += 1,
+        let which = match d.source {
+            Source::Peers => {
+                self.c.from_peers += 1;
+                0
+            }
+            Source::Cdn => {
+                self.c.from_cdn += 1;
+                1
+            }
+            Source::Mixed => {
+                self.c.mixed += 1;
+                2
+            }
+        };
+        if now >= self.start_us {
+            self.since_publish[which].add(now.saturating_sub(published) as f64 / 1_000.0);
         }
         if r != self.viewers[ni].rendition as usize || self.nodes[ni].player.next_req != Some(d.seq) {
             return;
@@ -878,6 +874,7 @@ impl<'a> World<'a> {
         let dir = if self.conns[ci].a == n { 0 } else { 1 };
         match &mut msg {
             Message::Request { req_id, rendition, seq, .. } => {
+                self.c.requests += 1;
                 if let Some(r) = self.rend_of(rendition) {
                     // The data will flow back on the other direction.
                     self.conns[ci].dirs[1 - dir].note_request(*req_id, r, *seq);
@@ -910,76 +907,80 @@ impl<'a> World<'a> {
             _ => {}
         }
         self.c.peer_msgs += 1;
+        // The uplink sends what the engine writes in the order it writes it, each message
+        // taking its transmission time.
         let size = wire_size(&msg);
-        let d = &mut self.conns[ci].dirs[dir];
-        d.queue.push_back(msg);
-        d.queued += size;
-        if !d.in_ring {
-            d.in_ring = true;
-            self.nodes[ni].up_ring.push_back((c, dir as u8));
-        }
-        if self.nodes[ni].up_current.is_none() {
-            self.uplink_next(n);
-        }
-    }
-
-    /// Start sending the next message on `n`'s idle uplink (small ones go at once).
-    fn uplink_next(&mut self, n: u32) {
-        let ni = n as usize;
         let up_bps = self.viewers[ni].up_bps;
-        loop {
-            let Some((c, d)) = self.nodes[ni].up_ring.pop_front() else { return };
-            let ci = c as usize;
-            let dir = d as usize;
-            if !self.conns[ci].open {
-                continue;
-            }
-            let dd = &mut self.conns[ci].dirs[dir];
-            let Some(msg) = dd.queue.pop_front() else {
-                dd.in_ring = false;
-                continue;
-            };
-            let size = wire_size(&msg);
-            dd.queued = dd.queued.saturating_sub(size);
-            if dd.queue.is_empty() {
-                dd.in_ring = false;
-            } else {
-                self.nodes[ni].up_ring.push_back((c, d));
-            }
-            let node = &mut self.nodes[ni];
-            let start = node.up_free.max(self.now);
-            let done = start + tx_us(size, up_bps);
-            node.up_free = done;
-            if size <= SMALL {
-                self.depart(n, c, dir, msg, size, done);
-                continue;
-            }
-            node.up_current = Some((c, d, msg, size));
-            self.push(done, Ev::UplinkDone(n));
+        if size <= SMALL {
+            // Control messages (requests, haves, pings) interleave with the data of other
+            // connections at once; on their own connection they still arrive in order.
+            let depart = self.now + tx_us(size, up_bps);
+            self.nodes[ni].up_free += tx_us(size, up_bps);
+            self.depart(n, c, dir, msg, size, depart);
             return;
         }
+        let node = &mut self.nodes[ni];
+        let depart = node.up_free.max(self.now) + tx_us(size, up_bps);
+        node.up_free = depart;
+        self.conns[ci].dirs[dir].pending.push_back((depart, size));
+        self.depart(n, c, dir, msg, size, depart);
+        self.schedule_report(c, dir);
     }
 
-    fn uplink_done(&mut self, n: u32) {
-        let ni = n as usize;
-        let Some((c, d, msg, size)) = self.nodes[ni].up_current.take() else { return };
+    /// Bytes written on a connection direction and not yet sent at `now`.
+    fn queued(&mut self, c: u32, dir: usize) -> u64 {
         let now = self.now;
-        let is_data = matches!(msg, Message::Data { .. });
-        if self.conns[c as usize].open {
-            self.depart(n, c, d as usize, msg, size, now);
-            if is_data {
-                let conn = &self.conns[c as usize];
-                let h = conn.sender_handle(d as usize);
-                let queued = conn.dirs[d as usize].queued;
-                self.feed(n, Input::PeerBuffered { peer: h, bytes: queued });
-            }
+        let d = &mut self.conns[c as usize].dirs[dir];
+        while d.pending.front().is_some_and(|&(t, _)| t <= now) {
+            d.pending.pop_front();
         }
-        if self.nodes[ni].alive && self.nodes[ni].up_current.is_none() {
-            self.uplink_next(n);
+        d.pending.iter().map(|p| p.1).sum()
+    }
+
+    /// Arrange the next `bufferedAmount` report to the sender: when the queue falls to
+    /// [`BUFFER_LOW`] (the "buffered amount low" event), or, once below it, when it empties.
+    fn schedule_report(&mut self, c: u32, dir: usize) {
+        let queued = self.queued(c, dir);
+        let d = &mut self.conns[c as usize].dirs[dir];
+        let Some(&(last, _)) = d.pending.back() else { return };
+        let target = if queued <= BUFFER_LOW {
+            last
+        } else {
+            let mut suffix = 0u64;
+            let mut t = last;
+            for &(dep, size) in d.pending.iter().rev() {
+                if suffix > BUFFER_LOW {
+                    break;
+                }
+                t = dep;
+                suffix += size;
+            }
+            t
+        };
+        if d.report_at != target {
+            d.report_at = target;
+            d.report_gen = d.report_gen.wrapping_add(1);
+            let gen = d.report_gen;
+            self.push(target, Ev::BufferLow(c, dir as u8, gen));
         }
     }
 
-    /// A message leaves `n`'s uplink at `t` on connection `c`, direction `dir`.
+    fn buffer_low(&mut self, c: u32, dir: usize, gen: u32) {
+        let ci = c as usize;
+        if self.conns[ci].dirs[dir].report_gen != gen || !self.conns[ci].open {
+            return;
+        }
+        self.conns[ci].dirs[dir].report_at = 0;
+        let n = self.conns[ci].sender(dir);
+        let h = self.conns[ci].sender_handle(dir);
+        let queued = self.queued(c, dir);
+        self.feed(n, Input::PeerBuffered { peer: h, bytes: queued });
+        if queued > 0 {
+            self.schedule_report(c, dir);
+        }
+    }
+
+    /// A message written by `n` on connection `c`, direction `dir`, leaves its uplink at `t`.
     fn depart(&mut self, n: u32, c: u32, dir: usize, msg: Message, size: u64, t: u64) {
         let ni = n as usize;
         self.c.peer_wire_bytes += size;
@@ -1002,7 +1003,10 @@ impl<'a> World<'a> {
             if node.win_bytes as f64 > cap + 2.0 * 16_384.0 {
                 self.inv.upload_over_capacity += 1;
                 let id = node.peer_id.clone();
-                self.inv.fail(format!("{id} uploaded {:.0} bytes in {span} µs, capacity {cap:.0}", node.win_bytes as f64));
+                self.inv.fail(format!(
+                    "{id} uploaded {:.0} bytes in {span} µs, capacity {cap:.0}",
+                    node.win_bytes as f64
+                ));
             }
             node.win_start = t;
             node.win_bytes = 0;
@@ -1085,8 +1089,7 @@ impl<'a> World<'a> {
         let other_handle = if conn.a == by { conn.hb } else { conn.ha };
         let lat = conn.lat_us;
         for d in conn.dirs.iter_mut() {
-            d.queue.clear();
-            d.queued = 0;
+            d.pending.clear();
             d.reqs.clear();
         }
         let on = &mut self.nodes[other as usize];
@@ -1142,10 +1145,10 @@ impl<'a> World<'a> {
         let ids: Vec<&str> = node
             .links
             .iter()
-            .filter_map(|&(_, c)| {
+            .map(|&(_, c)| {
                 let conn = &self.conns[c as usize];
                 let o = if conn.a == n { conn.b } else { conn.a };
-                Some(nodes[o as usize].peer_id.as_str())
+                nodes[o as usize].peer_id.as_str()
             })
             .chain(node.pending_to.iter().map(|&o| nodes[o as usize].peer_id.as_str()))
             .chain(node.banned.iter().map(|&o| nodes[o as usize].peer_id.as_str()))
@@ -1154,7 +1157,11 @@ impl<'a> World<'a> {
         let swarm = &mut self.swarms[r];
         let _ = swarm.upsert(&node.peer_id, info.clone(), n, now / 1_000);
         let picks: Vec<u32> = if want > 0 {
-            swarm.select(&t.selection, &node.peer_id, &info, &exclude, want).iter().map(|s| *s.route).collect()
+            swarm
+                .select(&t.selection, &node.peer_id, &info, &exclude, want)
+                .iter()
+                .map(|s| *s.route)
+                .collect()
         } else {
             Vec::new()
         };
@@ -1199,8 +1206,11 @@ impl<'a> World<'a> {
         let net = &self.sc.network;
         let ok = can_connect(net, self.seed, (a, va.nat), (b, vb.nat));
         let lat = latency_us(net, self.seed, (a, va.locality), (b, vb.locality));
-        let delay =
-            if ok { (net.setup_ms * 1_000.0) as u64 + 8 * lat } else { (net.connect_timeout_ms * 1_000.0) as u64 };
+        let delay = if ok {
+            (net.setup_ms * 1_000.0) as u64 + 8 * lat
+        } else {
+            (net.connect_timeout_ms * 1_000.0) as u64
+        };
         self.nodes[ai].pending_to.push(b);
         self.nodes[bi].pending_in += 1;
         let id = self.attempts.len() as u32;
@@ -1228,13 +1238,26 @@ impl<'a> World<'a> {
             self.c.connect_refused += 1;
             return;
         }
-        let lat = latency_us(&self.sc.network, self.seed, (a, self.viewers[ai].locality), (b, self.viewers[bi].locality));
+        let lat = latency_us(
+            &self.sc.network,
+            self.seed,
+            (a, self.viewers[ai].locality),
+            (b, self.viewers[bi].locality),
+        );
         let ha = self.nodes[ai].next_handle;
         self.nodes[ai].next_handle += 1;
         let hb = self.nodes[bi].next_handle;
         self.nodes[bi].next_handle += 1;
         let c = self.conns.len() as u32;
-        self.conns.push(Conn { a, b, ha, hb, open: true, lat_us: lat, dirs: [Dir::default(), Dir::default()] });
+        self.conns.push(Conn {
+            a,
+            b,
+            ha,
+            hb,
+            open: true,
+            lat_us: lat,
+            dirs: [Dir::default(), Dir::default()],
+        });
         self.nodes[ai].links.push((ha, c));
         self.nodes[bi].links.push((hb, c));
         self.c.connections_opened += 1;
@@ -1244,7 +1267,14 @@ impl<'a> World<'a> {
 
     // ------------------------------------------------------------------ CDN
 
-    fn http_fetch(&mut self, n: u32, id: HttpId, url: &str, range: Option<(u64, Option<u64>)>, kind: FetchKind) {
+    fn http_fetch(
+        &mut self,
+        n: u32,
+        id: HttpId,
+        url: &str,
+        range: Option<(u64, Option<u64>)>,
+        kind: FetchKind,
+    ) {
         let now = self.now;
         let parsed = self.origin.parse_url(url);
         let (rend, seq, body, status) = match (parsed, kind) {
@@ -1256,7 +1286,12 @@ impl<'a> World<'a> {
                 self.c.cdn_segment_requests += 1;
                 match self.origin.segment(r, seq).filter(|p| p.at_us <= now) {
                     Some(p) => {
-                        let e = self.per_seg.entry(seg_key(r as u16, seq)).or_insert((p.data.len() as u64, 0, 0, 0));
+                        let e = self.per_seg.entry(seg_key(r as u16, seq)).or_insert((
+                            p.data.len() as u64,
+                            0,
+                            0,
+                            0,
+                        ));
                         e.2 += 1;
                         (r as u16, Some(seq), p.data.clone(), 200)
                     }
@@ -1426,7 +1461,7 @@ impl<'a> World<'a> {
         b.viewer_samples += 1;
         b.playing_sum += playing;
         b.connections_sum += links;
-        if (now - self.start_us) % 30_000_000 == 0 {
+        if (now - self.start_us).is_multiple_of(30_000_000) {
             self.crypto.rotate();
         }
         self.push(now + 1_000_000, Ev::Sample);
@@ -1436,7 +1471,9 @@ impl<'a> World<'a> {
         let mut segments: Vec<(u16, u64, u64, u32, u32, u64)> = self
             .per_seg
             .iter()
-            .map(|(&k, &(size, deliveries, requests, bytes))| ((k >> 48) as u16, k & 0xffff_ffff_ffff, size, deliveries, requests, bytes))
+            .map(|(&k, &(size, deliveries, requests, bytes))| {
+                ((k >> 48) as u16, k & 0xffff_ffff_ffff, size, deliveries, requests, bytes)
+            })
             .collect();
         segments.sort_unstable_by_key(|s| (s.0, s.1));
         let c = self.c;
@@ -1483,6 +1520,7 @@ impl<'a> World<'a> {
             series: self.series,
             latency: self.latency,
             connections: self.connections,
+            since_publish: self.since_publish,
             segments,
             upload_capacity_bytes: self.upload_capacity_bytes,
             start_us: self.start_us,

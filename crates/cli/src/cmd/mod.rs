@@ -6,4 +6,5 @@ pub mod keygen;
 pub mod origin;
 pub mod play;
 pub mod serve;
+pub mod sim;
 pub mod token;
