@@ -14,7 +14,7 @@ use shoal_testkit::TestDir;
 fn ffmpeg_put_ingest_end_to_end() {
     let dir = TestDir::new("origin_ingest").expect("test dir");
     let o = start(&dir, "origin", &["--ingest-key", "k3y", "--listen", "127.0.0.1:0", "--window", "4"]);
-    let mut ff = Command::new("ffmpeg")
+    let ff = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=6"])
         .args([

@@ -236,7 +236,11 @@ mod tests {
             stream: "demo".into(),
             trackers: vec!["ws://a/v1/tracker".into()],
             stun: vec!["stun:127.0.0.1:3478".into()],
-            pingback: Pingback { url: "http://a/v1/pingback".into(), interval_ms: 10_000, alternates: vec![] },
+            pingback: Pingback {
+                url: "http://a/v1/pingback".into(),
+                interval_ms: 10_000,
+                alternates: vec![],
+            },
             cdn: vec!["http://cdn/live/demo/".into()],
             origin_public_key: "AAAA".into(),
             key_id: "00".into(),

@@ -90,27 +90,63 @@ pub enum Message {
     /// asked for it).
     Entry(Box<SegmentEntry>),
     /// The sender has, or is receiving, a segment.
-    Have { rendition: String, seq: u64, state: HaveState },
+    Have {
+        rendition: String,
+        seq: u64,
+        state: HaveState,
+    },
     /// Complete segments of one rendition: bit i of `bits` (LSB of byte 0 first) = `base + i`.
-    HaveMap { rendition: String, base: u64, count: u8, bits: [u8; 8] },
+    HaveMap {
+        rendition: String,
+        base: u64,
+        count: u8,
+        bits: [u8; 8],
+    },
     /// Send chunks `[first, end)` of a segment as they become available (`end = u32::MAX`
     /// means "to the last chunk"). `want_entry` asks for the signed entry first.
-    Request { req_id: u32, rendition: String, seq: u64, first: u32, end: u32, want_entry: bool },
+    Request {
+        req_id: u32,
+        rendition: String,
+        seq: u64,
+        first: u32,
+        end: u32,
+        want_entry: bool,
+    },
     /// One chunk of the segment named by `req_id`.
-    Data { req_id: u32, chunk: u32, payload: Bytes },
+    Data {
+        req_id: u32,
+        chunk: u32,
+        payload: Bytes,
+    },
     /// Every chunk of the request was sent.
-    Done { req_id: u32 },
+    Done {
+        req_id: u32,
+    },
     /// The sender does not have the segment and will not get it.
-    Absent { req_id: u32 },
+    Absent {
+        req_id: u32,
+    },
     /// The sender is at its upload limit; try elsewhere or after `retry_ms`.
-    Busy { req_id: u32, retry_ms: u16 },
+    Busy {
+        req_id: u32,
+        retry_ms: u16,
+    },
     /// The requester no longer wants the rest of `req_id`.
-    Cancel { req_id: u32 },
+    Cancel {
+        req_id: u32,
+    },
     /// Round-trip measurement.
-    Ping { nonce: u32 },
-    Pong { nonce: u32 },
+    Ping {
+        nonce: u32,
+    },
+    Pong {
+        nonce: u32,
+    },
     /// The sender is closing the channel.
-    Bye { reason: ByeReason, text: String },
+    Bye {
+        reason: ByeReason,
+        text: String,
+    },
 }
 
 mod tag {
@@ -276,7 +312,15 @@ impl Message {
                 }
                 let caps = r.u32()?;
                 let upload_kbps = r.u32()?;
-                Message::Hello(Hello { version_min, version_max, peer_id, stream, renditions, caps, upload_kbps })
+                Message::Hello(Hello {
+                    version_min,
+                    version_max,
+                    peer_id,
+                    stream,
+                    renditions,
+                    caps,
+                    upload_kbps,
+                })
             }
             tag::ENTRY => {
                 let (e, used) = SegmentEntry::decode(&msg[1..])?;
@@ -439,7 +483,15 @@ mod tests {
 
     fn message() -> impl Strategy<Value = Message> {
         prop_oneof![
-            (any::<u16>(), any::<u16>(), name(), name(), prop::collection::vec(name(), 0..5), any::<u32>(), any::<u32>())
+            (
+                any::<u16>(),
+                any::<u16>(),
+                name(),
+                name(),
+                prop::collection::vec(name(), 0..5),
+                any::<u32>(),
+                any::<u32>()
+            )
                 .prop_map(|(a, b, p, s, r, c, u)| Message::Hello(Hello {
                     version_min: a.min(b),
                     version_max: a.max(b),
@@ -525,7 +577,9 @@ mod tests {
     #[test]
     fn data_payload_is_zero_copy() {
         let enc = Bytes::from(
-            Message::Data { req_id: 3, chunk: 4, payload: Bytes::from(vec![7u8; 1000]) }.encode().expect("enc"),
+            Message::Data { req_id: 3, chunk: 4, payload: Bytes::from(vec![7u8; 1000]) }
+                .encode()
+                .expect("enc"),
         );
         let Message::Data { payload, .. } = Message::decode(&enc).expect("dec") else { panic!("not data") };
         assert_eq!(payload.as_ptr(), enc[DATA_HEADER..].as_ptr());
