@@ -124,7 +124,7 @@ impl Default for ApiConfig {
             cdn: Vec::new(),
             origin_public_key: String::new(),
             p2p: true,
-            holdback_percent: 0.0,
+            holdback_percent: 5.0,
             trackers: Vec::new(),
             tracker_count: 3,
             api_urls: Vec::new(),

@@ -47,6 +47,7 @@ fn api_config() -> ApiConfig {
         api_urls: vec!["https://api2.test".into()],
         rate_limit: RateLimitConfig::new(100.0, 100),
         engine: json!({"max_peers": 7, "nested": {"x": true}}).as_object().expect("object").clone(),
+        holdback_percent: 0.0, // these tests check P2P joins one by one
         ..ApiConfig::default()
     }
 }

@@ -59,6 +59,9 @@ fn browser_demo_page_plays_and_shares_with_native_peers() -> anyhow::Result<()> 
             "2",
             "--duration",
             "240",
+            // Every viewer in the swarm: the default 5 % control group would make the share random.
+            "--holdback-percent",
+            "0",
         ])
         .netns(&ns)
         .log_dir(dir.path())

@@ -36,6 +36,7 @@ fn native_plays_from_the_cdn_while_the_api_is_down_then_joins() {
 
     std::thread::sleep(Duration::from_secs(12));
     let mut serve = Proc::builder("serve", SHOAL)
+        .env("SHOAL_API_HOLDBACK_PERCENT", "0") // every viewer in the swarm: no control group
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--stun-listen", "127.0.0.1:0"])
         .args(["--set", "auth.require_token=false"])
         .args(["--set", &format!("api.origin_public_key={key}")])

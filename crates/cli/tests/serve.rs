@@ -25,6 +25,7 @@ fn serve_env() -> Vec<(&'static str, String)> {
         ("SHOAL_AUTH_KEYS", AUTH_KEYS.into()),
         ("SHOAL_AUTH_ADMIN_SECRET", "serve-test-admin-secret".into()),
         ("SHOAL_API_ORIGIN_PUBLIC_KEY", origin_pub()),
+        ("SHOAL_API_HOLDBACK_PERCENT", "0".into()),
         ("SHOAL_API_CDN", "http://cdn-a.test/live/{stream}/,http://cdn-b.test/{stream}/".into()),
         ("RUST_LOG", "info".into()),
     ]
@@ -177,6 +178,7 @@ async fn serve_runs_all_roles_from_one_command() {
 async fn serve_separate_listeners_and_a_subset_of_roles() {
     let dir = TestDir::new("serve_separate_listeners_and_a_subset_of_roles").expect("test dir");
     let mut serve = Proc::builder("serve", SHOAL)
+        .env("SHOAL_API_HOLDBACK_PERCENT", "0") // every viewer in the swarm: no control group
         .args(["serve", "--roles", "api,tracker", "--listen", "127.0.0.1:0"])
         .args(["--set", "serve.tracker_listen=127.0.0.1:0", "--set", "auth.require_token=false"])
         .env("SHOAL_API_ORIGIN_PUBLIC_KEY", origin_pub())

@@ -68,6 +68,7 @@ pub fn start_stack(ns: &Netns, dir: &TestDir, ladder: &str) -> Result<Stack> {
     let origin_url = ready.url.clone();
 
     let mut serve = Proc::builder("serve", shoal_bin())
+        .env("SHOAL_API_HOLDBACK_PERCENT", "0") // every viewer in the swarm: no control group
         .args(["serve", "--listen", "127.0.0.1:0", "--stun-listen", &format!("{VETH_ADDR}:0")])
         .args(["--set", "auth.require_token=false", "--set", &format!("api.origin_public_key={origin_key}")])
         .env("RUST_LOG", "debug")

@@ -58,6 +58,7 @@ pub fn spawn_node(
         .args(["--set", "cluster.op_timeout_ms=500"])
         .args(["--set", &format!("tickets.keys={TICKETS}")])
         .args(["--set", "auth.require_token=false"])
+        .args(["--set", "api.holdback_percent=0"])
         .env("RUST_LOG", "info,shoal_cluster=debug")
         .log_dir(dir.path());
     if let Some(s) = &spec.stun {

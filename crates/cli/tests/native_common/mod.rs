@@ -37,6 +37,7 @@ pub fn start_stack(dir: &std::path::Path, ns: Option<&Netns>, ip: &str, ladder: 
     let base = ready.url.trim_end_matches('/').to_owned();
     let master = ready.fields.get(1).cloned().context("origin READY line without the master URL")?;
     let mut b = Proc::builder("serve", SHOAL)
+        .env("SHOAL_API_HOLDBACK_PERCENT", "0") // every viewer in the swarm: no control group
         .args(["serve", "--listen", &format!("{ip}:0"), "--stun-listen", &format!("{ip}:0")])
         .args(["--set", "auth.require_token=false"])
         .args(["--set", &format!("api.origin_public_key={origin_key}")])

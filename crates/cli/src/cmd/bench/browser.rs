@@ -337,6 +337,7 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
 
     let exe = std::env::current_exe().context("locating the shoal binary")?;
     let mut serve = Proc::builder("serve", &exe)
+        .env("SHOAL_API_HOLDBACK_PERCENT", "0") // every viewer in the swarm: no control group
         .args(["serve", "--listen", "127.0.0.1:0", "--stun-listen", &format!("{VETH_ADDR}:0")])
         .args(["--set", "auth.require_token=false", "--set", &format!("api.origin_public_key={key}")])
         .netns(&ns)
