@@ -213,3 +213,70 @@ mod tests {
         assert_eq!(tx_us(16_000, 8_000_000), 16_000);
     }
 }
+
+/// A viewer's downlink: the times it is busy receiving, so a message occupies it when it
+/// actually gets there. Messages are written (and so reserved) before they arrive — a slow
+/// sender's chunk may leave its uplink a second after it was written — so a single
+/// "free from" mark would make everything written later, a fast neighbour's chunk or a CDN
+/// piece, queue behind a reservation that lies in the future, leaving the link idle until then.
+/// Each reservation takes the first gap long enough at or after its own arrival instead.
+#[derive(Default)]
+pub struct Downlink {
+    /// Busy intervals `[start, end)`, sorted, disjoint, none ending before the last prune.
+    busy: VecDeque<(u64, u64)>,
+}
+
+impl Downlink {
+    /// Reserve `dur` µs starting no earlier than `at`; returns when the reception ends.
+    pub fn reserve(&mut self, now: u64, at: u64, dur: u64) -> u64 {
+        while self.busy.front().is_some_and(|b| b.1 <= now) {
+            self.busy.pop_front();
+        }
+        let mut start = at;
+        let mut i = 0;
+        while i < self.busy.len() {
+            let (s, e) = self.busy[i];
+            if start + dur <= s {
+                break;
+            }
+            if e > start {
+                start = e;
+            }
+            i += 1;
+        }
+        let end = start + dur;
+        // Merge with touching neighbours so back-to-back receptions stay one interval.
+        let touches_prev = i > 0 && self.busy[i - 1].1 == start;
+        let touches_next = i < self.busy.len() && self.busy[i].0 == end;
+        match (touches_prev, touches_next) {
+            (true, true) => {
+                let next_end = self.busy[i].1;
+                self.busy[i - 1].1 = next_end;
+                self.busy.remove(i);
+            }
+            (true, false) => self.busy[i - 1].1 = end,
+            (false, true) => self.busy[i].0 = start,
+            (false, false) => self.busy.insert(i, (start, end)),
+        }
+        end
+    }
+}
+
+#[cfg(test)]
+mod downlink_tests {
+    use super::Downlink;
+
+    #[test]
+    fn a_later_reservation_does_not_block_an_earlier_arrival() {
+        let mut d = Downlink::default();
+        // A slow sender's chunk arrives at 1 s.
+        assert_eq!(d.reserve(0, 1_000_000, 5_000), 1_005_000);
+        // A CDN piece arriving now is received now, not after it.
+        assert_eq!(d.reserve(0, 10_000, 5_000), 15_000);
+        // One that would overlap the first waits for it.
+        assert_eq!(d.reserve(0, 998_000, 5_000), 1_010_000);
+        // A gap before an existing reception is used; touching receptions merge.
+        assert_eq!(d.reserve(0, 0, 10_000), 10_000);
+        assert_eq!(d.busy.len(), 2, "{:?}", d.busy);
+    }
+}

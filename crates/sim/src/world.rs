@@ -19,7 +19,9 @@ use crate::audience::Viewer;
 use crate::crypto::MemoCrypto;
 use crate::fxhash::FxHashMap;
 use crate::metrics::{Hist, Invariants, Series};
-use crate::net::{can_connect, latency_us, tx_us, wire_size, Conn, Dir, NatKind, BUFFER_LOW, PIECE, SMALL};
+use crate::net::{
+    can_connect, latency_us, tx_us, wire_size, Conn, Dir, Downlink, NatKind, BUFFER_LOW, PIECE, SMALL,
+};
 use crate::origin::{Origin, FIRST_SEQ};
 use crate::player::{Advance, Player};
 use crate::queue::EventQueue;
@@ -149,7 +151,7 @@ struct Node {
     next_handle: PeerHandle,
     banned: Vec<u32>,
     up_free: u64,
-    down_free: u64,
+    down: Downlink,
     wake_sched: Option<u64>,
     player: Player,
     uploaded: u64,
@@ -278,7 +280,7 @@ impl<'a> World<'a> {
                 next_handle: 1,
                 banned: Vec::new(),
                 up_free: 0,
-                down_free: 0,
+                down: Downlink::default(),
                 wake_sched: None,
                 player: Player::default(),
                 uploaded: 0,
@@ -1028,10 +1030,12 @@ impl<'a> World<'a> {
         }
         let down = self.viewers[rx].down_bps;
         let dd = &self.conns[c as usize].dirs[dir];
-        let mut arrive = (t + lat + extra).max(dd.last_arrival);
-        let rxn = &mut self.nodes[rx];
-        arrive = arrive.max(rxn.down_free + tx_us(size, down));
-        rxn.down_free = arrive;
+        let reach = (t + lat + extra).max(dd.last_arrival);
+        let now = self.now;
+        // The last byte reaches the downlink at `reach`; receiving overlaps sending, so the
+        // message occupies the downlink during the transmission time before that.
+        let rx_us = tx_us(size, down);
+        let arrive = self.nodes[rx].down.reserve(now, reach.saturating_sub(rx_us), rx_us);
         let dd = &mut self.conns[c as usize].dirs[dir];
         dd.last_arrival = arrive;
         let was_empty = dd.flight.is_empty();
@@ -1439,8 +1443,9 @@ impl<'a> World<'a> {
         }
         let down = self.viewers[n as usize].down_bps;
         let node = &mut self.nodes[n as usize];
-        let arrive = sent.max(node.down_free + tx_us(len, down));
-        node.down_free = arrive;
+        // The piece reaches the viewer once the CDN has sent it (`sent` is when its last
+        // byte left), so it occupies the downlink during the piece's last transmission time.
+        let arrive = node.down.reserve(now, sent.saturating_sub(tx_us(len, down)), tx_us(len, down));
         self.push(arrive, Ev::Http(x));
     }
 
