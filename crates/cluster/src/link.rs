@@ -200,6 +200,12 @@ impl Link {
 
     /// A pipeline in one round trip, same rules as [`Link::query`].
     pub async fn pipe<T: FromRedisValue>(&self, p: &redis::Pipeline) -> Result<T, LinkError> {
+        // Redis refuses an empty pipeline ("empty command"); callers build them from lists
+        // that may be empty (no complete window yet), and the answer is known anyway.
+        if p.is_empty() {
+            return T::from_redis_value(Value::Array(Vec::new()))
+                .map_err(|e| LinkError::Redis(e.to_string()));
+        }
         let mut c = self.current()?;
         self.0.ops.fetch_add(1, Relaxed);
         match tokio::time::timeout(self.0.op_timeout, p.query_async::<T>(&mut c)).await {
