@@ -168,6 +168,10 @@ struct Inner {
     live: RwLock<HashSet<String>>,
     /// How long a silent node still counts as serving a swarm.
     peer_timeout_ms: u64,
+    /// This node's tracker URL and the assignment TTL (see [`Backplane::claim_assignments`]).
+    claim: OnceLock<(String, u64)>,
+    /// The stored assignment (raw JSON list) of each stream with members here, as last read.
+    assigned: Mutex<HashMap<String, String>>,
     c: Counters,
 }
 
@@ -197,6 +201,8 @@ impl Backplane {
             swarms: Mutex::new(HashMap::new()),
             live: RwLock::new(HashSet::new()),
             peer_timeout_ms: peer_timeout.as_millis() as u64,
+            claim: OnceLock::new(),
+            assigned: Mutex::new(HashMap::new()),
             c: Counters::default(),
         }));
         (bp.clone(), BackplaneTasks { bp, rx, stop })
@@ -209,6 +215,16 @@ impl Backplane {
     /// The tracker whose members this backplane mirrors (once).
     pub fn attach(&self, tracker: Tracker) {
         let _ = self.0.tracker.set(tracker);
+    }
+
+    /// After every reconnection to Redis, restore the tracker assignment of each stream with
+    /// members here (`SET NX`: an assignment Redis still holds wins): the list last read from
+    /// Redis (re-read every few seconds), else this node alone. A restarted Redis forgot every
+    /// assignment; without this the next join would rank afresh and could send new viewers to
+    /// another node than the one the swarm's viewers are on, and order the standbys unlike the
+    /// lists those viewers hold.
+    pub fn claim_assignments(&self, tracker_url: String, assignment_ttl: Duration) {
+        let _ = self.0.claim.set((tracker_url, assignment_ttl.as_millis() as u64));
     }
 
     /// Follow the registry: live tracker nodes, and members of nodes that left dropped at once.
@@ -511,6 +527,7 @@ async fn flush(bp: &Backplane, link: &Link, pipe: &mut redis::Pipeline, n: &mut 
 /// serves what; the answers rebuild it).
 async fn maintain(bp: Backplane, mut stop: watch::Receiver<bool>) {
     let mut generation = bp.0.link.generation();
+    let mut ticks: u64 = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -550,13 +567,83 @@ async fn maintain(bp: Backplane, mut stop: watch::Receiver<bool>) {
             bp.queue(Out::Unsubscribe(id.clone()));
             t.remote_drop(None, Some(&id));
         }
-        if hello {
-            let ids: Vec<SwarmId> =
-                bp.0.swarms.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
-            for id in ids {
-                bp.publish(bp.0.keys.swarm_channel(&id), &SwarmMsg::Hello { n: bp.0.node.clone() });
+        ticks += 1;
+        if bp.0.claim.get().is_none() || !(hello || ticks.is_multiple_of(ASSIGN_READ_TICKS)) {
+            if hello {
+                say_hello(&bp);
+            }
+            continue;
+        }
+        let ids: Vec<SwarmId> =
+            bp.0.swarms.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let mut seen = HashSet::new();
+        let mut streams: Vec<String> = Vec::new();
+        for id in &ids {
+            if streams.len() < MAX_ASSIGN_STREAMS && t.member_counts(id).0 > 0 && seen.insert(&id.stream) {
+                streams.push(id.stream.clone());
             }
         }
+        if hello {
+            say_hello(&bp);
+            restore_assignments(&bp, &streams).await;
+        } else {
+            remember_assignments(&bp, streams).await;
+        }
+    }
+}
+
+/// Re-read the stored assignments every this many maintenance ticks (seconds).
+const ASSIGN_READ_TICKS: u64 = 5;
+/// Most streams whose assignment one node remembers and restores.
+const MAX_ASSIGN_STREAMS: usize = 10_000;
+
+fn say_hello(bp: &Backplane) {
+    let ids: Vec<SwarmId> = bp.0.swarms.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+    for id in ids {
+        bp.publish(bp.0.keys.swarm_channel(&id), &SwarmMsg::Hello { n: bp.0.node.clone() });
+    }
+}
+
+async fn remember_assignments(bp: &Backplane, streams: Vec<String>) {
+    if streams.is_empty() {
+        bp.0.assigned.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        return;
+    }
+    let mut p = redis::pipe();
+    for s in &streams {
+        p.cmd("GET").arg(bp.0.keys.assign(s));
+    }
+    let Ok(got) = bp.0.link.pipe::<Vec<Option<String>>>(&p).await else { return };
+    let mut a = bp.0.assigned.lock().unwrap_or_else(|p| p.into_inner());
+    a.clear();
+    for (s, v) in streams.into_iter().zip(got) {
+        // Only what the directory could have written (a JSON list of URLs, bounded).
+        if let Some(v) = v.filter(|v| v.len() <= 8 * 1024 && serde_json::from_str::<Vec<String>>(v).is_ok()) {
+            a.insert(s, v);
+        }
+    }
+}
+
+async fn restore_assignments(bp: &Backplane, streams: &[String]) {
+    let Some((url, ttl)) = bp.0.claim.get() else { return };
+    if streams.is_empty() {
+        return;
+    }
+    let alone = serde_json::to_string(&[url]).expect("a list of strings serializes");
+    let mut p = redis::pipe();
+    {
+        let a = bp.0.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        for s in streams {
+            let list = a.get(s).unwrap_or(&alone);
+            p.cmd("SET").arg(bp.0.keys.assign(s)).arg(list).arg("NX").arg("PX").arg(*ttl).ignore();
+        }
+    }
+    match bp.0.link.pipe::<()>(&p).await {
+        Ok(()) => tracing::info!(
+            streams = streams.len(),
+            "cluster: restored the assignment of the streams served here"
+        ),
+        Err(e) => tracing::debug!("cluster: restoring assignments: {e}"),
     }
 }
 

@@ -24,7 +24,7 @@ use shoal_api::{LiveEndpoints, TrackerDirectory, TrackerNode};
 
 use crate::keys::Keys;
 use crate::link::Link;
-use crate::registry::Registry;
+use crate::registry::{NodeEvent, Registry};
 
 /// Streams whose assignment is cached; beyond it the least recently used half goes.
 const MAX_CACHED: usize = 50_000;
@@ -66,13 +66,53 @@ return cur
 
 impl Directory {
     pub fn new(registry: Registry, link: Link, keys: Keys, assignment_ttl: Duration) -> Directory {
-        Directory(Arc::new(Inner {
-            registry,
+        let d = Directory(Arc::new(Inner {
+            registry: registry.clone(),
             link,
             keys,
             ttl_ms: assignment_ttl.as_millis() as u64,
             cache: Mutex::new(HashMap::new()),
-        }))
+        }));
+        // Promote at once, not at the stream's next join: until then a returning primary
+        // would look live again and take new viewers while the swarm's viewers sit on the
+        // standby their lists led them to.
+        let weak = Arc::downgrade(&d.0);
+        registry.on_event(Arc::new(move |e| {
+            if let (NodeEvent::Left { roles, .. }, Some(inner)) = (e, weak.upgrade()) {
+                if roles.iter().any(|r| r == "tracker") {
+                    Directory(inner).promote_standbys();
+                }
+            }
+        }));
+        d
+    }
+
+    /// Every cached stream whose stored primary is no longer live: its first live standby
+    /// leads (compare-and-set in Redis, as on a join).
+    fn promote_standbys(&self) {
+        let live = self.live_trackers();
+        if live.is_empty() {
+            return;
+        }
+        let is_live = |u: &String| live.iter().any(|t| t.url == *u);
+        let orphaned: Vec<(String, Vec<String>)> = {
+            let c = self.0.cache.lock().unwrap_or_else(|p| p.into_inner());
+            c.iter()
+                .filter(|(_, e)| e.urls.first().is_some_and(|u| !is_live(u)))
+                .map(|(s, e)| (s.clone(), e.urls.clone()))
+                .collect()
+        };
+        for (stream, stored) in orphaned {
+            let ranked = rank(&stream, &live, live.len());
+            let mut answer: Vec<String> = stored.iter().filter(|u| is_live(u)).cloned().collect();
+            for u in ranked {
+                if !answer.contains(&u) {
+                    answer.push(u);
+                }
+            }
+            answer.truncate(STORED);
+            self.refresh(&stream, answer, Some(stored));
+        }
     }
 
     /// What Redis holds for `stream` (for tests and diagnostics).

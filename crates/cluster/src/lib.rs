@@ -139,6 +139,9 @@ impl Cluster {
     pub fn begin(&self, info: NodeInfo, mut load: LoadFn, tracker: Option<shoal_tracker::Tracker>) {
         if let (Some((bp, tasks)), Some(t)) = (self.backplane.get(), tracker) {
             bp.attach(t);
+            if let Some(url) = &info.tracker {
+                bp.claim_assignments(url.clone(), Duration::from_secs(self.cfg.assignment_ttl_s));
+            }
             bp.follow(&self.registry);
             if let Some(tasks) = tasks.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 tasks.spawn();
