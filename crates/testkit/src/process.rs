@@ -222,6 +222,12 @@ impl Proc {
         }
     }
 
+    /// Every stdout line that arrived since the last read, without waiting (for tests that
+    /// follow a process's status lines while doing other things).
+    pub fn take_lines(&mut self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     /// The exit status if it has exited.
     pub fn try_exit(&mut self) -> Result<Option<ExitStatus>> {
         if self.exited.is_none() {
