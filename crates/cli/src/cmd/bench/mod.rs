@@ -6,6 +6,7 @@ use clap::Subcommand;
 pub mod browser;
 pub mod origin;
 pub mod peer;
+pub mod sim;
 pub mod tracker;
 
 #[derive(clap::Args)]
@@ -25,6 +26,9 @@ pub enum Bench {
     /// DataChannel throughput between two native peers over loopback, CPU per Mbit/s and
     /// memory per connected peer.
     Peer(peer::Args),
+    /// The big simulator scenarios (1k, 10k) with their CDN-only baselines: report lines,
+    /// wall time, speed and peak memory, and the targets next to what was reached.
+    Sim(sim::Args),
     /// Thousands of WebSocket peers on loopback announcing and relaying offers/answers through
     /// the tracker (Shoal and WebTorrent paths; aquatic_ws too with --aquatic): announces/s,
     /// p50/p99 latency, server CPU and memory per connected peer.
@@ -36,6 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Bench::Browser(a) => browser::run_cmd(a),
         Bench::Origin(a) => origin::run_cmd(a),
         Bench::Peer(a) => peer::run(a),
+        Bench::Sim(a) => sim::run_cmd(a),
         Bench::Tracker(a) => tracker::run_cmd(a),
     }
 }
