@@ -4,12 +4,18 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: bindings build-release demo test deps check test-rust wasm wasm-engine web test-web fuzz bench build
+.PHONY: bindings build-release demo cluster-demo test deps check test-rust wasm wasm-engine web test-web fuzz bench build
 
 # Two headless native peers join by default, so a single browser tab already shares.
 DEMO_ARGS ?= --peers 2
 demo: deps build-release
 	./target/release/shoal demo $(DEMO_ARGS)
+
+# Redis and a three-node cluster (every role on each node) with a synthetic origin, on this
+# machine: prints the dashboard URLs and the `shoal play` command (scripts/cluster-demo.sh).
+cluster-demo: deps
+	$(CARGO) build --release -p shoal
+	./scripts/cluster-demo.sh
 
 build-release: web
 	$(CARGO) build --release -p shoal
