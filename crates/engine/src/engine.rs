@@ -39,6 +39,8 @@ const UPLOAD_BACKLOG_MS: u64 = 1_000;
 const ABSENT_SKIP_MS: Millis = 1_000;
 /// A peer whose delivery stalled is not asked for that segment again for this long.
 const STALL_SKIP_MS: Millis = 3_000;
+/// Smallest stripe worth its own source (the design note's 256 KB).
+const MIN_STRIPE_BYTES: u64 = 256 * 1024;
 
 struct Rendition {
     name: String,
@@ -459,7 +461,6 @@ impl Engine {
         }
         if switch_at.is_some_and(|t| t <= now) {
             let had_source = seg.dls.iter().any(|d| d.got_any);
-            self.cancel_download(key);
             let reason = if self.player.as_ref().is_some_and(|p| p.state.playing) {
                 CdnReason::Deadline
             } else {
@@ -468,6 +469,13 @@ impl Engine {
             if reason == CdnReason::Deadline && !had_source {
                 self.late_signal();
             }
+            if reason == CdnReason::Deadline {
+                if let Some(d) = deadline {
+                    self.deadline_fallback(key, d);
+                    return;
+                }
+            }
+            self.cancel_download(key);
             self.start_cdn(key, reason);
             return;
         }
@@ -578,6 +586,55 @@ impl Engine {
         }
     }
 
+    /// The deadline is near: keep the peer downloads that will still finish in time (each
+    /// with time to spare for a CDN fetch of what it has left, should it slow down), cancel the
+    /// others, and fetch from the CDN only the chunks nobody kept is bringing. Re-examined
+    /// until the segment is complete, so a kept download that falls behind is replaced.
+    fn deadline_fallback(&mut self, key: SegKey, deadline: Millis) {
+        let now = self.now;
+        let Some(seg) = self.segments.get(&key) else { return };
+        let Some(entry) = seg.entry.clone() else {
+            self.cancel_download(key);
+            self.start_cdn(key, CdnReason::Deadline);
+            return;
+        };
+        let n = entry.chunk_count() as u32;
+        let chunk = entry.chunk_size as u64;
+        let mut drop: Vec<(PeerHandle, u32)> = Vec::new();
+        for d in &seg.dls {
+            let left = (d.next..d.end.min(n)).filter(|&c| !seg.has_chunk(c as usize)).count() as u64 * chunk;
+            let rate = self.peers.get(&d.peer).map_or(0.0, |p| p.rate.get());
+            let on_track = d.got_any
+                && now.saturating_sub(d.last_progress) < self.cfg.peer_stall_ms / 2
+                && rate > 0.0
+                && now + (left as f64 / rate) as u64 + self.cdn.time_for(left) + self.cfg.cdn_margin_ms
+                    <= deadline;
+            if !on_track {
+                drop.push((d.peer, d.req_id));
+            }
+        }
+        for (peer, req_id) in drop {
+            self.cancel_request(key, peer, req_id);
+        }
+        let Some(seg) = self.segments.get(&key) else { return };
+        let first = seg.next_uncovered(seg.prefix as u32, n);
+        let Some(first) = first else {
+            // Every missing chunk is on its way in time: look again shortly.
+            self.wake_at(now + 100);
+            return;
+        };
+        let mut last = first;
+        let mut c = first;
+        while let Some(u) = seg.next_uncovered(c, n) {
+            last = u;
+            c = u + 1;
+        }
+        self.start_cdn_range(key, CdnReason::Deadline, first as usize, last as usize + 1);
+        if self.segments.get(&key).is_some_and(|s| !s.dls.is_empty()) {
+            self.wake_at(now + 100);
+        }
+    }
+
     /// Rank the ready neighbours for a segment once (rendezvous order against this client, and a
     /// per-segment draw that spreads stripes), again when the neighbours change.
     fn rank_peers(&mut self, key: SegKey) {
@@ -619,7 +676,12 @@ impl Engine {
                 (est.max(1) as u32, false)
             }
         };
-        let k = self.cfg.stripes.clamp(1, n.max(1));
+        // A stripe is one request to one source; below ~256 KB a stripe buys no speed (a source
+        // finishes it in a few hundred milliseconds anyway) and splits each source's upload over
+        // more requesters, so every request progresses slower and more of them miss the deadline.
+        let size = seg.entry.as_ref().map_or_else(|| self.estimated_size(key), |e| e.size);
+        let by_size = (size / MIN_STRIPE_BYTES).max(1) as u32;
+        let k = self.cfg.stripes.min(by_size).clamp(1, n.max(1));
         (0..k)
             .map(|i| {
                 let b0 = i * n / k;
@@ -813,6 +875,13 @@ impl Engine {
     }
 
     fn start_cdn(&mut self, key: SegKey, reason: CdnReason) {
+        let first = self.segments.get(&key).map_or(0, |s| if s.entry.is_some() { s.prefix } else { 0 });
+        self.start_cdn_range(key, reason, first, usize::MAX);
+    }
+
+    /// Fetch chunks `[first_chunk, end_chunk)` of the segment from the CDN (the whole segment
+    /// while its entry is unknown).
+    fn start_cdn_range(&mut self, key: SegKey, reason: CdnReason, first_chunk: usize, end_chunk: usize) {
         let now = self.now;
         let Some(seg) = self.segments.get(&key) else { return };
         if seg.http.is_some() || seg.complete {
@@ -832,11 +901,15 @@ impl Engine {
                 return;
             }
         };
-        let first_chunk = if seg.entry.is_some() { seg.prefix } else { 0 };
-        let range = if first_chunk > 0 {
-            seg.entry.as_ref().map(|e| (e.chunk_range(first_chunk).0, Some(e.size - 1)))
-        } else {
-            None
+        let (first_chunk, end_chunk) = match &seg.entry {
+            Some(e) => (first_chunk, end_chunk.min(e.chunk_count())),
+            None => (0, usize::MAX),
+        };
+        let range = match &seg.entry {
+            Some(e) if first_chunk > 0 || end_chunk < e.chunk_count() => {
+                Some((e.chunk_range(first_chunk).0, Some(e.chunk_range(end_chunk - 1).1 - 1)))
+            }
+            _ => None,
         };
         if seg.entry.is_none() && self.p2p_on() {
             self.want_manifest(key.0);
@@ -849,6 +922,7 @@ impl Engine {
             seg.http = Some(HttpJob {
                 id,
                 first_chunk: r_first,
+                end_chunk,
                 received: 0,
                 skip: 0,
                 started: now,
@@ -1090,6 +1164,16 @@ impl Engine {
         let Some(job) = seg.http.take() else { return };
         self.http.remove(&job.id);
         if seg.entry.is_some() && !seg.unshareable {
+            let range_done = seg.entry.as_ref().is_some_and(|e| {
+                job.end_chunk < e.chunk_count()
+                    && (job.first_chunk..job.end_chunk)
+                        .all(|c| seg.chunks.get(c).is_some_and(|x| x.is_some()))
+            });
+            if range_done {
+                // A deadline fallback's range: the rest comes from the peers kept.
+                self.step(key);
+                return;
+            }
             if !seg.complete {
                 if job.buf.is_empty() {
                     // The server sent less than the entry says: try again.

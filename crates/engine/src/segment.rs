@@ -127,6 +127,8 @@ pub struct HttpJob {
     pub id: HttpId,
     /// First chunk the request covers (it is a Range request when > 0).
     pub first_chunk: usize,
+    /// End of the chunks asked for (a deadline fallback fetches only what peers do not bring).
+    pub end_chunk: usize,
     /// Bytes of the body received so far.
     pub received: u64,
     /// Bytes of a full (200) response to skip because a range was asked and ignored.
@@ -297,7 +299,7 @@ impl Segment {
 
     /// Chunk `idx` is on its way from the CDN or from a peer other than `except`.
     pub fn coming(&self, idx: u32, except: PeerHandle) -> bool {
-        if self.http.as_ref().is_some_and(|j| idx as usize >= j.first_chunk) {
+        if self.http.as_ref().is_some_and(|j| (j.first_chunk..j.end_chunk).contains(&(idx as usize))) {
             return true;
         }
         self.dls.iter().any(|d| d.peer != except && d.next <= idx && idx < d.end)
