@@ -1164,13 +1164,12 @@ impl Engine {
         let Some(job) = seg.http.take() else { return };
         self.http.remove(&job.id);
         if seg.entry.is_some() && !seg.unshareable {
-            let range_done = seg.entry.as_ref().is_some_and(|e| {
-                job.end_chunk < e.chunk_count()
-                    && (job.first_chunk..job.end_chunk)
-                        .all(|c| seg.chunks.get(c).is_some_and(|x| x.is_some()))
-            });
+            // Every chunk asked for is here, yet the segment is not complete: the rest comes
+            // from the peer downloads a deadline fallback kept (not a short body).
+            let end = seg.entry.as_ref().map_or(0, |e| e.chunk_count()).min(job.end_chunk);
+            let range_done = !seg.complete
+                && (job.first_chunk..end).all(|c| seg.chunks.get(c).is_some_and(|x| x.is_some()));
             if range_done {
-                // A deadline fallback's range: the rest comes from the peers kept.
                 self.step(key);
                 return;
             }
