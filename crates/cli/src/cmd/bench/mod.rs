@@ -4,6 +4,7 @@
 use clap::Subcommand;
 
 pub mod browser;
+pub mod cluster;
 pub mod origin;
 pub mod peer;
 pub mod sim;
@@ -20,6 +21,10 @@ pub enum Bench {
     /// Real browsers on one live stream: CDN-only hls.js, Shoal's browser SDK and
     /// p2p-media-loader, each as N headless Chromium pages; offload counted at the origin.
     Browser(browser::Args),
+    /// Two tracker nodes sharing swarms through Redis (announces/s, announce and relay
+    /// latency for swarm members on the same node vs on different nodes) and pingback nodes
+    /// aggregating reports in Redis (reports/s per node, Redis commands per report).
+    Cluster(cluster::Args),
     /// The synthetic encoder's real-time factor (one core) and the origin's segment-serving
     /// throughput on loopback (req/s, Gbit/s, p50/p99).
     Origin(origin::Args),
@@ -38,6 +43,7 @@ pub enum Bench {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.which {
         Bench::Browser(a) => browser::run_cmd(a),
+        Bench::Cluster(a) => cluster::run_cmd(a),
         Bench::Origin(a) => origin::run_cmd(a),
         Bench::Peer(a) => peer::run(a),
         Bench::Sim(a) => sim::run_cmd(a),

@@ -349,7 +349,7 @@ fn serve_child(threads: usize) -> Result<()> {
 
 /// Raise the soft open-files limit towards `want` (at most the hard limit); returns the new
 /// soft limit.
-fn raise_fd_limit(want: u64) -> u64 {
+pub(super) fn raise_fd_limit(want: u64) -> u64 {
     #[repr(C)]
     struct Rlimit {
         cur: u64,
@@ -381,7 +381,7 @@ fn raise_fd_limit(want: u64) -> u64 {
 // The load.
 
 #[derive(Clone, Copy)]
-enum Proto {
+pub(super) enum Proto {
     Shoal,
     /// `answers_replied`: the server answers an answer-carrying announce with an announce reply
     /// (aquatic_ws does, bittorrent-tracker and Shoal do not), which the client must skip.
@@ -391,14 +391,14 @@ enum Proto {
 }
 
 #[derive(Default)]
-struct Shared {
-    measuring: AtomicBool,
-    stop: AtomicBool,
-    announces: AtomicU64,
-    relayed: AtomicU64,
-    errors: AtomicU64,
-    announce_us: Mutex<Vec<u32>>,
-    relay_us: Mutex<Vec<u32>>,
+pub(super) struct Shared {
+    pub(super) measuring: AtomicBool,
+    pub(super) stop: AtomicBool,
+    pub(super) announces: AtomicU64,
+    pub(super) relayed: AtomicU64,
+    pub(super) errors: AtomicU64,
+    pub(super) announce_us: Mutex<Vec<u32>>,
+    pub(super) relay_us: Mutex<Vec<u32>>,
 }
 
 async fn measure(name: &'static str, proto: Proto, server: &Server, args: &Args) -> Result<Report> {
@@ -490,7 +490,7 @@ async fn measure(name: &'static str, proto: Proto, server: &Server, args: &Args)
     Ok(r)
 }
 
-fn pct(v: &mut [u32], q: f64) -> f64 {
+pub(super) fn pct(v: &mut [u32], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -533,7 +533,7 @@ struct PeerIds {
 
 /// One peer's life: announce every `period` (or closed loop), offer after each reply, answer
 /// every offer. Ends on error or when the bench stops it.
-async fn peer(
+pub(super) async fn peer(
     ws: Ws,
     i: u32,
     swarm: u32,
@@ -686,7 +686,7 @@ impl Drop for AbortOnDrop {
 // ---------------------------------------------------------------------------------------------
 // A compact WebSocket client: enough RFC 6455 for unfragmented text frames.
 
-struct Ws {
+pub(super) struct Ws {
     rd: BufReader<OwnedReadHalf>,
     wr: OwnedWriteHalf,
 }
@@ -701,7 +701,7 @@ struct WsWrite {
 }
 
 impl Ws {
-    async fn connect(addr: SocketAddr, path: &str) -> Result<Ws> {
+    pub(super) async fn connect(addr: SocketAddr, path: &str) -> Result<Ws> {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let (r, mut wr) = tcp.into_split();
