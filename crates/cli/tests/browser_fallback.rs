@@ -30,6 +30,7 @@ fn browser_sdk_plays_from_the_cdn_when_api_or_tracker_are_down() -> anyhow::Resu
     let master = format!("{}/live/demo/master.m3u8", ready.url);
     // An API that answers, with STUN, whose only tracker is a closed port.
     let mut serve = Proc::builder("serve", shoal_bin())
+        .env("SHOAL_API_HOLDBACK_PERCENT", "0") // both P2P pages must get P2P: no control group
         .args(["serve", "--roles", "api,stun", "--listen", "127.0.0.1:0"])
         .args(["--stun-listen", &format!("{VETH_ADDR}:0")])
         .args(["--set", "auth.require_token=false", "--set", &format!("api.origin_public_key={key}")])

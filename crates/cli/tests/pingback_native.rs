@@ -31,6 +31,7 @@ fn start_stack(dir: &std::path::Path) -> Result<Stack> {
     let base = ready.url.trim_end_matches('/').to_owned();
     let master = ready.fields.get(1).cloned().context("origin READY line without the master URL")?;
     let mut serve = Proc::builder("serve", SHOAL)
+        .env("SHOAL_API_HOLDBACK_PERCENT", "0") // every viewer in the swarm: no control group
         .args(["serve", "--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0"])
         .args(["--set", "auth.require_token=false", "--set", &format!("api.origin_public_key={key}")])
         .args(["--set", &format!("api.cdn=[\"{base}/live/{{stream}}/\"]")])
