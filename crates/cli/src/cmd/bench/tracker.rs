@@ -634,7 +634,9 @@ pub(super) async fn peer(
                     }
                 }
             } else if text.contains("failure reason") || text.starts_with(r#"{"type":"error""#) {
-                shared.errors.fetch_add(1, Relaxed);
+                if shared.errors.fetch_add(1, Relaxed) == 0 {
+                    eprintln!("first error from the tracker: {}", &text[..text.len().min(300)]);
+                }
             } else if match proto {
                 Proto::Shoal => text.contains(r#""kind":"offer""#),
                 Proto::WebTorrent { .. } => text.contains(r#""offer":{"#),
