@@ -113,6 +113,36 @@ pub fn run_cmd(args: Args) -> Result<()> {
     }
 
     println!();
+    println!("api: {} HTTP clients, joins to 1 000 streams, two tracker nodes in the registry", args.clients);
+    {
+        let prefix = format!("{}{}a", args.prefix, std::process::id());
+        let _trackers =
+            [TrackerChild::start(&redis, "t0", &prefix)?, TrackerChild::start(&redis, "t1", &prefix)?];
+        let api = [ServeChild::api(&redis, "api0", &prefix)?];
+        // Both trackers in the API's registry view before measuring.
+        std::thread::sleep(Duration::from_secs(3));
+        let probe: serde_json::Value = rt.block_on(async {
+            let r = reqwest::Client::new()
+                .post(format!("{}/v1/join", api[0].url))
+                .json(&serde_json::json!({"stream": "bench-probe"}))
+                .send()
+                .await?;
+            anyhow::Ok(r.json().await?)
+        })?;
+        let trackers = probe["trackers"].as_array().map_or(0, Vec::len);
+        ensure!(trackers == 2 && probe["p2p"] == true, "a join answers both trackers: {probe}");
+        let r = rt.block_on(http_load(&args, &api, "/v1/join", join_body, &redis, redis_pid))?;
+        println!(
+            "{:<8} {:>12} {:>9} {:>10} {:>10} {:>14} {:>8}",
+            "nodes", "joins/s", "p99 ms", "node cpu", "redis cpu", "redis cmd/join", "errors"
+        );
+        println!(
+            "{:<8} {:>12.0} {:>9.2} {:>10.2} {:>10.2} {:>14.2} {:>8}",
+            1, r.reports_per_s, r.p99_ms, r.nodes_cpu, r.redis_cpu, r.redis_cmds_per_report, r.errors
+        );
+    }
+
+    println!();
     println!("pingback: {} HTTP clients per node, one report per POST, Redis store", args.clients);
     println!(
         "{:<8} {:>12} {:>10} {:>9} {:>10} {:>10} {:>14} {:>8}",
@@ -123,7 +153,7 @@ pub fn run_cmd(args: Args) -> Result<()> {
         let nodes: Vec<ServeChild> = (0..n)
             .map(|i| ServeChild::pingback(&redis, &format!("pb{i}"), &prefix))
             .collect::<Result<_>>()?;
-        let r = rt.block_on(pingback_load(&args, &nodes, &redis, redis_pid))?;
+        let r = rt.block_on(http_load(&args, &nodes, "/v1/pingback", report_body, &redis, redis_pid))?;
         println!(
             "{:<8} {:>12.0} {:>10.0} {:>9.2} {:>10.2} {:>10.2} {:>14.2} {:>8}",
             n,
@@ -231,7 +261,7 @@ async fn tracker_load(
     })
 }
 
-struct PingbackRow {
+struct HttpRow {
     reports_per_s: f64,
     p99_ms: f64,
     nodes_cpu: f64,
@@ -240,12 +270,15 @@ struct PingbackRow {
     errors: u64,
 }
 
-async fn pingback_load(
+/// `body(node, client, n)` is the n-th request body of a client.
+async fn http_load(
     args: &Args,
     nodes: &[ServeChild],
+    path: &str,
+    body: fn(usize, u32, u64) -> String,
     redis: &str,
     redis_pid: Option<u32>,
-) -> Result<PingbackRow> {
+) -> Result<HttpRow> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(1_000).build()?;
     let accepted = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -255,7 +288,7 @@ async fn pingback_load(
     let mut tasks = Vec::new();
     for (n, node) in nodes.iter().enumerate() {
         for c in 0..args.clients {
-            let url = format!("{}/v1/pingback", node.url);
+            let url = format!("{}{path}", node.url);
             let (http, accepted, errors, lat, measuring, stop) = (
                 http.clone(),
                 accepted.clone(),
@@ -265,17 +298,13 @@ async fn pingback_load(
                 stop.clone(),
             );
             tasks.push(tokio::spawn(async move {
-                // Every report from its own session, as 1 M viewers reporting every 10 s look to
-                // a node (a closed loop per session would be implausibly fast).
-                let mut session = 0u64;
+                let mut i = 0u64;
                 while !stop.load(Relaxed) {
-                    session += 1;
-                    let body = format!(
-                        r#"[{{"v":1,"session_id":"b{}-{n}-{c}-{session}","seq":1,"stream":"bench","rendition":"720p","p2p":true,"platform":"linux","sdk":"bench","sdk_version":"0","period_ms":10000,"http_bytes":1000000,"p2p_down_bytes":3000000,"play_ms":10000}}]"#,
-                        std::process::id()
-                    );
+                    i += 1;
+                    let body = body(n, c, i);
                     let t = Instant::now();
-                    match http.post(&url).body(body).send().await {
+                    let req = http.post(&url).header("content-type", "application/json").body(body);
+                    match req.send().await {
                         Ok(r) if r.status().is_success() => {
                             let _ = r.bytes().await;
                             accepted.fetch_add(1, Relaxed);
@@ -287,10 +316,12 @@ async fn pingback_load(
                         other => {
                             if errors.fetch_add(1, Relaxed) == 0 {
                                 let why = match other {
-                                    Ok(r) => format!("HTTP {}: {}", r.status(), r.text().await.unwrap_or_default()),
+                                    Ok(r) => {
+                                        format!("HTTP {}: {}", r.status(), r.text().await.unwrap_or_default())
+                                    }
                                     Err(e) => e.to_string(),
                                 };
-                                eprintln!("pingback: first error: {why}");
+                                eprintln!("{url}: first error: {why}");
                             }
                             tokio::time::sleep(Duration::from_millis(10)).await;
                         }
@@ -316,8 +347,8 @@ async fn pingback_load(
     }
     let mut l = std::mem::take(&mut *lat.lock().unwrap_or_else(|p| p.into_inner()));
     let reports = (a1 - a0) as f64;
-    ensure!(reports > 0.0, "no report accepted");
-    Ok(PingbackRow {
+    ensure!(reports > 0.0, "no request answered 2xx");
+    Ok(HttpRow {
         reports_per_s: reports / elapsed,
         p99_ms: pct(&mut l, 0.99),
         nodes_cpu: (cpu1 - cpu0) / elapsed,
@@ -325,6 +356,20 @@ async fn pingback_load(
         redis_cmds_per_report: cmds1.saturating_sub(cmds0) as f64 / reports,
         errors: e1 - e0,
     })
+}
+
+/// One report, from its own session (a closed loop per session would be implausibly fast for
+/// the plausibility checks; 1 M viewers reporting every 10 s look like this to a node).
+fn report_body(node: usize, client: u32, n: u64) -> String {
+    format!(
+        r#"[{{"v":1,"session_id":"b{}-{node}-{client}-{n}","seq":1,"stream":"bench","rendition":"720p","p2p":true,"platform":"linux","sdk":"bench","sdk_version":"0","period_ms":10000,"http_bytes":1000000,"p2p_down_bytes":3000000,"play_ms":10000}}]"#,
+        std::process::id()
+    )
+}
+
+/// A join to one of 1 000 streams (after its first join a stream's assignment is cached).
+fn join_body(_node: usize, client: u32, n: u64) -> String {
+    format!(r#"{{"stream":"bench-{}"}}"#, (u64::from(client) * 7_919 + n) % 1_000)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -459,26 +504,51 @@ struct ServeChild {
 
 impl ServeChild {
     fn pingback(redis: &str, node: &str, prefix: &str) -> Result<ServeChild> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["serve", "--roles", "pingback", "--listen", "127.0.0.1:0"])
+        ServeChild::start("pingback", redis, node, prefix, &["pingback.require_ticket=false"])
+    }
+
+    fn api(redis: &str, node: &str, prefix: &str) -> Result<ServeChild> {
+        // One client address sends every join: no per-address limit, no token.
+        // Any valid origin key: with none the API answers p2p: false (a cheaper join).
+        let key = shoal_proto::manifest::key_to_b64(
+            shoal_proto::SigningKey::from_bytes(&[7u8; 32]).verifying_key().as_bytes(),
+        );
+        let key = format!("api.origin_public_key={key}");
+        let sets = [
+            "api.rate_limit.per_second=1000000",
+            "api.rate_limit.burst=1000000",
+            "auth.require_token=false",
+            "api.holdback_percent=0",
+            "api.cdn=http://cdn.example/live/{stream}/",
+            key.as_str(),
+        ];
+        ServeChild::start("api", redis, node, prefix, &sets)
+    }
+
+    fn start(roles: &str, redis: &str, node: &str, prefix: &str, sets: &[&str]) -> Result<ServeChild> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["serve", "--roles", roles, "--listen", "127.0.0.1:0"])
             .args(["--set", &format!("cluster.redis={redis}")])
             .args(["--set", &format!("cluster.node_id={node}")])
             .args(["--set", &format!("cluster.prefix={prefix}")])
-            .args(["--set", "pingback.require_ticket=false"])
             // A cluster node needs the shared ticket secret even when no report carries one.
-            .args(["--set", "tickets.keys=bench:shoal-bench-cluster-ticket-secret-0123"])
+            .args(["--set", "tickets.keys=bench:shoal-bench-cluster-ticket-secret-0123"]);
+        for s in sets {
+            cmd.args(["--set", s]);
+        }
+        let mut child = cmd
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .context("starting a pingback node")?;
+            .with_context(|| format!("starting a {roles} node"))?;
         let stdout = child.stdout.take().context("child stdout")?;
         let mut rd = std::io::BufReader::new(stdout);
         let mut line = String::new();
         for _ in 0..100 {
             line.clear();
-            ensure!(rd.read_line(&mut line)? > 0, "pingback node ended before it was ready");
+            ensure!(rd.read_line(&mut line)? > 0, "{roles} node ended before it was ready");
             if let Some(rest) = line.strip_prefix("SHOAL_SERVE_READY ") {
                 let url = rest.split_whitespace().next().context("ready line")?.to_owned();
                 // Keep draining stdout so the child never blocks on a full pipe.
@@ -491,7 +561,7 @@ impl ServeChild {
                 return Ok(ServeChild { child, url });
             }
         }
-        anyhow::bail!("no ready line from the pingback node")
+        anyhow::bail!("no ready line from the {roles} node")
     }
 }
 
