@@ -6,14 +6,19 @@
 //!   known when it is written, so the uplink needs no event of its own. The bytes still queued
 //!   on a connection are reported back to the engine as the DataChannel's `bufferedAmount`
 //!   when they fall to [`BUFFER_LOW`] (the browser's "buffered amount low" event) and when the
-//!   queue empties. Small messages (requests, haves, pings) do not wait behind other
+//!   queue empties. A message stays queued until the path's bottleneck takes it — the
+//!   sender's uplink, or the receiver's downlink when that is busier — as congestion control
+//!   would keep it, so a fast sender cannot pour unlimited data into a slow downlink. Small messages (requests, haves, pings) do not wait behind other
 //!   connections' data; on their own connection they arrive in order after its data.
 //! - **Path.** A message arrives one-way latency after it left (per pair, from locality
 //!   groups: same group close, different groups far), plus jitter and, when lost, a
 //!   retransmission timeout. Channels are reliable and ordered: a message never overtakes the
 //!   one before it on its connection.
-//! - **Downlink.** Each viewer's downlink receives one message at a time at its capacity, in
-//!   the order messages were sent (first come, first reserved). CDN transfers go through it too.
+//! - **Downlink.** Each viewer's downlink receives one message at a time at its capacity, each
+//!   when it gets there (the first free interval at or after its arrival: see [`Downlink`]).
+//!   CDN transfers go through it too. Flows are not shared fairly beyond that: a CDN piece
+//!   waits behind the peer data that reached the downlink first (bounded by the senders'
+//!   windows), which makes a downlink barely above the bitrate look worse than it is.
 //! - **CDN.** A transfer's first byte arrives one round trip plus the server's first-byte time
 //!   after the request; then it streams in 64 kB pieces at min(per-flow rate, capacity ÷
 //!   active transfers), re-evaluated at every piece.

@@ -924,8 +924,16 @@ impl<'a> World<'a> {
         let node = &mut self.nodes[ni];
         let depart = node.up_free.max(self.now) + tx_us(size, up_bps);
         node.up_free = depart;
-        self.conns[ci].dirs[dir].pending.push_back((depart, size));
-        self.depart(n, c, dir, msg, size, depart);
+        let arrive = self.depart(n, c, dir, msg, size, depart);
+        // The message counts in the sender's `bufferedAmount` until the path's bottleneck takes
+        // it: its own uplink, or the receiver's downlink when that is busier (congestion
+        // control keeps about a round trip of data in flight, the rest waits in the sender's
+        // buffer). Without this a fast uplink would pour data into a slow downlink without
+        // limit, and everything else that viewer receives, CDN fallbacks included, would wait
+        // behind seconds of queue that no real path holds.
+        let lat = self.conns[ci].lat_us;
+        let leaves = depart.max(arrive.saturating_sub(lat));
+        self.conns[ci].dirs[dir].pending.push_back((leaves, size));
         self.schedule_report(c, dir);
     }
 
@@ -982,8 +990,9 @@ impl<'a> World<'a> {
         }
     }
 
-    /// A message written by `n` on connection `c`, direction `dir`, leaves its uplink at `t`.
-    fn depart(&mut self, n: u32, c: u32, dir: usize, msg: Message, size: u64, t: u64) {
+    /// A message written by `n` on connection `c`, direction `dir`, leaves its uplink at `t`;
+    /// returns when it arrives.
+    fn depart(&mut self, n: u32, c: u32, dir: usize, msg: Message, size: u64, t: u64) -> u64 {
         let ni = n as usize;
         self.c.peer_wire_bytes += size;
         if let Message::Data { payload, .. } = &msg {
@@ -1043,6 +1052,7 @@ impl<'a> World<'a> {
         if was_empty {
             self.push(arrive, Ev::Arrive(c, dir as u8));
         }
+        arrive
     }
 
     fn arrive(&mut self, c: u32, dir: usize) {
