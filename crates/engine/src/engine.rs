@@ -39,6 +39,8 @@ const UPLOAD_BACKLOG_MS: u64 = 1_000;
 const ABSENT_SKIP_MS: Millis = 1_000;
 /// A peer whose delivery stalled is not asked for that segment again for this long.
 const STALL_SKIP_MS: Millis = 3_000;
+/// Below this much buffered media the engine fetches only what the player asks for.
+const PREFETCH_MIN_BUFFER_MS: Millis = 2_500;
 /// Smallest stripe worth its own source (the design note's 256 KB).
 const MIN_STRIPE_BYTES: u64 = 256 * 1024;
 
@@ -349,6 +351,17 @@ impl Engine {
         Some(seg.key.0) == self.active_rend
             && self.want_from.is_some_and(|w| seg.key.1 >= w)
             && !seg.delivered
+            && self.prefetching()
+    }
+
+    /// Fetch ahead of the player's requests? Not while its buffer is short (starting, or after
+    /// a stall): segments fetched ahead share the downlink with the one the player waits for,
+    /// and on a downlink only a little faster than the bitrate that one then misses its
+    /// deadline. A player that reports nothing is fetched ahead for, as before.
+    fn prefetching(&self) -> bool {
+        let Some(p) = &self.player else { return true };
+        let ahead = (p.state.buffered_ahead_ms as Millis).saturating_sub(self.now.saturating_sub(p.at));
+        p.state.playing && ahead >= PREFETCH_MIN_BUFFER_MS
     }
 
     // ---------------------------------------------------------------- the decision
