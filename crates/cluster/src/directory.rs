@@ -76,6 +76,20 @@ impl Directory {
         // Promote at once, not at the stream's next join: until then a returning primary
         // would look live again and take new viewers while the swarm's viewers sit on the
         // standby their lists led them to.
+        // After every reconnection to Redis the cache may be from before a partition or an
+        // outage (another API node may have promoted a standby meanwhile): the next join of
+        // each stream reads Redis again before answering, instead of answering once from the
+        // old cache and refreshing behind it.
+        let weak = Arc::downgrade(&d.0);
+        let mut generation = d.0.link.generation();
+        tokio::spawn(async move {
+            while generation.changed().await.is_ok() {
+                let Some(inner) = weak.upgrade() else { return };
+                for e in inner.cache.lock().unwrap_or_else(|p| p.into_inner()).values_mut() {
+                    e.fetched = None;
+                }
+            }
+        });
         let weak = Arc::downgrade(&d.0);
         registry.on_event(Arc::new(move |e| {
             if let (NodeEvent::Left { roles, .. }, Some(inner)) = (e, weak.upgrade()) {
@@ -254,7 +268,9 @@ impl TrackerDirectory for Directory {
             // First join of this stream on this API node: ask Redis now (one round trip, or an
             // immediate failure while it is down), so a fresh or restarted API node gives the
             // stored answer and not its own.
-            let mut proposal = ranked.clone();
+            // What this node answered before (if anything) is what its viewers hold: keep
+            // that order should Redis have lost the key.
+            let mut proposal = if stored.is_empty() { ranked.clone() } else { stored.clone() };
             proposal.truncate(STORED);
             if let Some(urls) = self.fetch_now(stream, proposal) {
                 stored = urls;
