@@ -100,8 +100,32 @@ const browserEnv: PingbackEnv = {
   },
 };
 
-/** Follows a media element: startup, stalls (waiting after the first `playing`, not while
- * seeking or paused), time stalled and time playing. */
+/** Media the watch follows (an HTMLMediaElement, or a stand-in in tests). */
+type WatchedMedia = EventTarget & {
+  paused?: boolean;
+  seeking?: boolean;
+  currentTime?: number;
+  buffered?: { length: number; start(i: number): number; end(i: number): number };
+};
+
+/** Seconds of media buffered ahead of the playhead (0 when unknown). */
+function bufferedAhead(m: WatchedMedia): number {
+  const b = m.buffered;
+  const t = m.currentTime;
+  if (!b || typeof t !== 'number') return 0;
+  for (let i = 0; i < b.length; i++) {
+    if (b.start(i) <= t + 0.1 && t < b.end(i)) return b.end(i) - t;
+  }
+  return 0;
+}
+
+/** A `waiting` with at least this much media buffered ahead is the decoder short of CPU, not
+ * delivery: data is there. It is not counted as a stall (the browser test runner draws the
+ * same line). */
+const HICCUP_BUFFER_S = 1.0;
+
+/** Follows a media element: startup, stalls (waiting after the first `playing` with the buffer
+ * nearly dry, not while seeking or paused), time stalled and time playing. */
 export class PlayerWatch {
   startupMs: number | null = null;
   stalls = 0;
@@ -119,7 +143,7 @@ export class PlayerWatch {
     private readonly origin: number,
   ) {}
 
-  setMedia(m: (EventTarget & { paused?: boolean; seeking?: boolean }) | null): void {
+  setMedia(m: WatchedMedia | null): void {
     if (m === this.media) return;
     this.cleanup?.();
     this.cleanup = null;
@@ -141,6 +165,7 @@ export class PlayerWatch {
       },
       waiting: () => {
         if (!this.started || m.seeking || m.paused) return;
+        if (bufferedAhead(m) >= HICCUP_BUFFER_S) return;
         const t = this.now();
         if (this.playingSince !== null) {
           this.playMs += t - this.playingSince;

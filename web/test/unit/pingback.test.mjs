@@ -79,18 +79,33 @@ test('reports carry differences, startup once, and the join decision', async () 
   assert.equal(r2.stalls, 0);
   assert.equal(r2.play_ms, 10_000);
   // Pausing is the viewer's choice: neither play nor stall time.
+  // A `waiting` with seconds of media buffered is the decoder's hiccup, not a stall.
+  m.currentTime = 100;
+  m.buffered = { length: 1, start: () => 96, end: () => 104 };
+  m.fire('waiting');
+  w.t = 21500;
+  m.fire('playing');
+  m.buffered = { length: 1, start: () => 96, end: () => 100.5 }; // half a second left: a stall
+  m.fire('waiting');
+  w.t = 22000;
+  m.fire('playing');
+  w.t = 31000;
+  const r3 = p.tick();
+  assert.equal(r3.stalls, 1, 'only the waiting with the buffer nearly dry');
+  assert.equal(r3.stall_ms, 500);
+  assert.equal(r3.play_ms, 10_000 - 500);
   m.paused = true;
   m.fire('pause');
   m.fire('waiting');
-  w.t = 31000;
-  const r3 = p.tick();
-  assert.equal(r3.play_ms, 0);
-  assert.equal(r3.stall_ms, 0);
-  assert.equal(r3.stalls, 0);
+  w.t = 41000;
+  const r4 = p.tick();
+  assert.equal(r4.play_ms, 0);
+  assert.equal(r4.stall_ms, 0);
+  assert.equal(r4.stalls, 0);
   await p.flush();
   assert.equal(w.posts.length, 1);
-  assert.deepEqual(w.posts[0].body.map((r) => r.seq), [1, 2, 3], 'one batch, in order');
-  assert.deepEqual(w.posts[0].body.map((r) => r.age_ms), [20_000, 10_000, 0]);
+  assert.deepEqual(w.posts[0].body.map((r) => r.seq), [1, 2, 3, 4], 'one batch, in order');
+  assert.deepEqual(w.posts[0].body.map((r) => r.age_ms), [30_000, 20_000, 10_000, 0]);
   await p.flush();
   assert.equal(w.posts.length, 1, 'delivered reports are forgotten');
   p.stop();
