@@ -162,3 +162,50 @@ async fn the_ledger_counts_a_report_once_whichever_node_gets_it() -> anyhow::Res
     assert!(a.sessions() >= 1 && b.sessions() >= 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batching_node_writes_merged_parts_and_every_node_sees_them() -> anyhow::Result<()> {
+    let dir = TestDir::new("a_batching_node_writes_merged_parts_and_every_node_sees_them")?;
+    let redis = RedisServer::start(dir.path())?;
+    let cfg = PingbackConfig::default();
+    let keys = Keys::new("pbb");
+    let (l1, l2) = (link(&redis.url()).await?, link(&redis.url()).await?);
+    let s1 = std::sync::Arc::new(RedisStore::new(l1.clone(), keys.clone(), "n1".into(), &cfg));
+    let s2 = RedisStore::new(l2, keys, "n2".into(), &cfg);
+    s1.batch(Duration::from_millis(100));
+    let now = now_ms();
+    let w = now - now % 10_000;
+    let q = Query {
+        from_ms: w,
+        to_ms: w + 10_000,
+        step_ms: 10_000,
+        filter: KeyFilter::default(),
+        by: Dims::default(),
+    };
+    let ops = |l: &Link| l.stats().ops;
+    let before = ops(&l1);
+    // 200 reports of two keys: merged into two parts before they reach Redis.
+    for i in 0..200 {
+        let platform = if i % 2 == 0 { "web" } else { "linux" };
+        s1.add(now, vec![(w, key("demo", platform), part(10.0, 30.0, 1))]).await?;
+    }
+    // This node counts what it has not written yet in its own answers.
+    assert_eq!(total(&s1.query(&q).await?).reports, 200);
+    let t = std::time::Instant::now();
+    let mut seen = 0;
+    while t.elapsed() < Duration::from_secs(3) {
+        seen = total(&s2.query(&q).await?).reports;
+        if seen == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, 200, "the other node sees every report after a flush");
+    let a = total(&s2.query(&q).await?);
+    assert_eq!((a.http_bytes, a.p2p_down_bytes), (2_000.0, 6_000.0));
+    assert_eq!(s1.reports_by_node(w).await?.get("n1"), Some(&200), "reports per node add up");
+    // Round trips to Redis: a handful of flushes and reads, not one per report.
+    let trips = ops(&l1) - before;
+    assert!(trips < 60, "{trips} round trips for 200 reports");
+    Ok(())
+}
