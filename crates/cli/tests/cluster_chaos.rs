@@ -18,7 +18,7 @@ mod cluster_support;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context, Result};
-use cluster_support::{node_ids, spawn_node, status, wait_for, NodeSpec, SHOAL};
+use cluster_support::{node_ids, spawn_node, status, wait_for, NodeSpec, Peer, SHOAL};
 use serde_json::Value;
 use shoal_testkit::redis::RedisServer;
 use shoal_testkit::{Proc, TestDir};
@@ -31,34 +31,7 @@ const REANNOUNCE_SILENT_MAX: Duration = Duration::from_secs(16);
 /// re-join backoff (5 s doubling) plus connecting and a pingback window or two.
 const OFFLOAD_RECOVERY_MAX: Duration = Duration::from_secs(45);
 
-struct Peer {
-    proc: Proc,
-    /// (received at, status JSON), in order.
-    statuses: Vec<(Instant, Value)>,
-    summary: Option<Value>,
-}
-
 impl Peer {
-    fn poll(&mut self) {
-        for l in self.proc.take_lines() {
-            if let Some(j) = l.strip_prefix("SHOAL_PLAY_STATUS ") {
-                if let Ok(v) = serde_json::from_str(j) {
-                    self.statuses.push((Instant::now(), v));
-                }
-            } else if let Some(j) = l.strip_prefix("SHOAL_PLAY_SUMMARY ") {
-                self.summary = serde_json::from_str(j).ok();
-            }
-        }
-    }
-
-    fn last(&self) -> Value {
-        self.statuses.last().map(|(_, v)| v.clone()).unwrap_or(Value::Null)
-    }
-
-    fn tracker(&self) -> String {
-        self.last()["tracker"].as_str().unwrap_or("").to_owned()
-    }
-
     fn p2p_down(&self) -> u64 {
         self.last()["p2p_down_bytes"].as_u64().unwrap_or(0)
     }
@@ -102,7 +75,7 @@ impl World {
             .log_dir(self.dir.path())
             .spawn()?;
         p.wait_ready("PLAY", Duration::from_secs(30))?;
-        self.peers.push(Peer { proc: p, statuses: Vec::new(), summary: None });
+        self.peers.push(Peer::new(p));
         Ok(())
     }
 

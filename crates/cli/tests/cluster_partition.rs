@@ -13,7 +13,7 @@ mod cluster_support;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context, Result};
-use cluster_support::{node_ids, spawn_node, status, wait_for, NodeSpec, SHOAL};
+use cluster_support::{node_ids, spawn_node, status, wait_for, NodeSpec, Peer, SHOAL};
 use serde_json::Value;
 use shoal_testkit::redis::RedisServer;
 use shoal_testkit::{Netns, Proc, TestDir, Topology};
@@ -22,34 +22,6 @@ use shoal_testkit::{Netns, Proc, TestDir, Topology};
 /// lines come every 250 ms; the rest is margin for a loaded 2-core machine.
 const REANNOUNCE_MAX: Duration = Duration::from_secs(16);
 const PARTITION: Duration = Duration::from_secs(14);
-
-struct Peer {
-    proc: Proc,
-    statuses: Vec<(Instant, Value)>,
-    summary: Option<Value>,
-}
-
-impl Peer {
-    fn poll(&mut self) {
-        for l in self.proc.take_lines() {
-            if let Some(j) = l.strip_prefix("SHOAL_PLAY_STATUS ") {
-                if let Ok(v) = serde_json::from_str(j) {
-                    self.statuses.push((Instant::now(), v));
-                }
-            } else if let Some(j) = l.strip_prefix("SHOAL_PLAY_SUMMARY ") {
-                self.summary = serde_json::from_str(j).ok();
-            }
-        }
-    }
-
-    fn last(&self) -> Value {
-        self.statuses.last().map(|(_, v)| v.clone()).unwrap_or(Value::Null)
-    }
-
-    fn tracker(&self) -> String {
-        self.last()["tracker"].as_str().unwrap_or("").to_owned()
-    }
-}
 
 fn poll_all(peers: &mut [Peer], d: Duration) {
     let until = Instant::now() + d;
@@ -148,7 +120,7 @@ fn cluster_partition_of_the_swarms_node_fails_over_and_heals_without_a_split() -
             .log_dir(dir.path())
             .spawn()?;
         p.wait_ready("PLAY", Duration::from_secs(30))?;
-        peers.push(Peer { proc: p, statuses: Vec::new(), summary: None });
+        peers.push(Peer::new(p));
     }
     let t = Instant::now();
     loop {

@@ -22,21 +22,7 @@ const RUN_S: u64 = 75;
 fn native_swarm_offloads_the_cdn_and_survives_a_killed_peer() {
     let dir = TestDir::new("native_swarm").expect("test dir");
     let stack = start_stack(dir.path(), None, "127.0.0.1", "360p:640x360@1200").expect("origin and servers");
-    let mut peers = Vec::new();
-    for i in 0..PEERS {
-        let p = play(
-            dir.path(),
-            &format!("peer{i}"),
-            None,
-            &stack.master,
-            Some(&stack.api),
-            RUN_S,
-            &["--udp", "127.0.0.1:0"],
-        )
-        .expect("peer starts");
-        peers.push(p);
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let mut peers = play_swarm(dir.path(), &stack, PEERS, RUN_S).expect("peers start");
     let started = Instant::now();
     // Kill one peer mid-stream, without a goodbye.
     std::thread::sleep(Duration::from_secs(35));

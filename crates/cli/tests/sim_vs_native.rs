@@ -36,21 +36,7 @@ fn the_simulator_and_native_peers_agree_on_a_small_swarm() {
     // The native side.
     let dir = TestDir::new("sim_vs_native").expect("test dir");
     let stack = start_stack(dir.path(), None, "127.0.0.1", "360p:640x360@1200").expect("origin and servers");
-    let mut peers = Vec::new();
-    for i in 0..PEERS {
-        let p = play(
-            dir.path(),
-            &format!("peer{i}"),
-            None,
-            &stack.master,
-            Some(&stack.api),
-            RUN_S,
-            &["--udp", "127.0.0.1:0"],
-        )
-        .expect("peer starts");
-        peers.push(p);
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let mut peers = play_swarm(dir.path(), &stack, PEERS, RUN_S).expect("peers start");
     let (mut http, mut p2p, mut segments, mut stalls) = (0u64, 0u64, 0u64, 0u64);
     for p in &mut peers {
         let s = summary(p, Duration::from_secs(RUN_S + 40)).expect("summary");

@@ -113,3 +113,40 @@ pub fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Res
 pub fn free_port() -> Result<u16> {
     shoal_testkit::redis::free_port()
 }
+
+/// A native viewer (`shoal play --headless`) and what it printed: status lines as they came,
+/// the summary at exit.
+pub struct Peer {
+    pub proc: Proc,
+    /// (received at, status JSON), in order.
+    pub statuses: Vec<(Instant, serde_json::Value)>,
+    pub summary: Option<serde_json::Value>,
+}
+
+impl Peer {
+    pub fn new(proc: Proc) -> Self {
+        Peer { proc, statuses: Vec::new(), summary: None }
+    }
+
+    /// Take the lines printed since the last call.
+    pub fn poll(&mut self) {
+        for l in self.proc.take_lines() {
+            if let Some(j) = l.strip_prefix("SHOAL_PLAY_STATUS ") {
+                if let Ok(v) = serde_json::from_str(j) {
+                    self.statuses.push((Instant::now(), v));
+                }
+            } else if let Some(j) = l.strip_prefix("SHOAL_PLAY_SUMMARY ") {
+                self.summary = serde_json::from_str(j).ok();
+            }
+        }
+    }
+
+    pub fn last(&self) -> serde_json::Value {
+        self.statuses.last().map(|(_, v)| v.clone()).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The tracker URL the viewer is announced on ("" when none).
+    pub fn tracker(&self) -> String {
+        self.last()["tracker"].as_str().unwrap_or("").to_owned()
+    }
+}

@@ -77,6 +77,19 @@ pub fn play(
     Ok(p)
 }
 
+/// `n` headless native peers on loopback UDP joining `stack`'s swarm one every 300 ms (the
+/// staggered arrival of a live audience), each playing for `secs`.
+pub fn play_swarm(dir: &std::path::Path, stack: &Stack, n: usize, secs: u64) -> Result<Vec<Proc>> {
+    let mut peers = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = format!("peer{i}");
+        let p = play(dir, &name, None, &stack.master, Some(&stack.api), secs, &["--udp", "127.0.0.1:0"])?;
+        peers.push(p);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Ok(peers)
+}
+
 /// Wait for a peer's final `SHOAL_PLAY_SUMMARY` line.
 pub fn summary(p: &mut Proc, timeout: Duration) -> Result<serde_json::Value> {
     let line = p.wait_for_line(|l| l.starts_with("SHOAL_PLAY_SUMMARY "), timeout)?;
