@@ -201,10 +201,10 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
     }
 }
 
-/// The client address for rate limiting: the peer address, or with `hops` trusted proxies the
-/// `hops`-th `X-Forwarded-For` entry from the right.
-fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, hops: usize) -> IpAddr {
-    let fallback = peer.map(|p| p.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+/// The client address (rate limits, locality, pingback): the TCP peer, or with `hops` trusted
+/// proxies the `hops`-th `X-Forwarded-For` entry from the right.
+pub fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, hops: usize) -> Option<IpAddr> {
+    let fallback = peer.map(|p| p.ip());
     if hops == 0 {
         return fallback;
     }
@@ -215,12 +215,12 @@ fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, hops: usize) -> IpAd
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
-    entries
-        .len()
-        .checked_sub(hops)
-        .and_then(|i| entries.get(i))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(fallback)
+    entries.len().checked_sub(hops).and_then(|i| entries.get(i)).and_then(|s| s.parse().ok()).or(fallback)
+}
+
+/// [`client_ip`] for rate limiting, where an unknown client shares one bucket.
+fn rate_ip(peer: Option<SocketAddr>, headers: &HeaderMap, hops: usize) -> IpAddr {
+    client_ip(peer, headers, hops).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 /// The host part of the `Host` header, if it is a plain host name or IP literal.
@@ -276,7 +276,7 @@ async fn join(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<JoinResponse>, ApiError> {
     let started = Instant::now();
-    let ip = client_ip(peer, &headers, api.cfg.forwarded_hops);
+    let ip = rate_ip(peer, &headers, api.cfg.forwarded_hops);
     let r = api
         .check_rate(ip)
         .and_then(|()| body_or_error(body))
@@ -406,7 +406,7 @@ async fn mint_token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<MintTokenResponse>, ApiError> {
-    api.check_rate(client_ip(peer, &headers, api.cfg.forwarded_hops))?;
+    api.check_rate(rate_ip(peer, &headers, api.cfg.forwarded_hops))?;
     let body = body_or_error(body)?;
     let (Some(expected), Some(keys)) = (&api.admin_secret_hash, &api.token_keys) else {
         return Err(ApiError::not_found("admin endpoint is off (auth.admin_secret is empty)"));
@@ -456,11 +456,11 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6, 198.51.100.7"));
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.9"));
-        assert_eq!(client_ip(Some(peer), &h, 0), peer.ip(), "hops=0 ignores the header");
-        assert_eq!(client_ip(Some(peer), &h, 1).to_string(), "10.0.0.9");
-        assert_eq!(client_ip(Some(peer), &h, 2).to_string(), "198.51.100.7");
-        assert_eq!(client_ip(Some(peer), &h, 9), peer.ip(), "too few entries");
-        assert_eq!(client_ip(None, &HeaderMap::new(), 0), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(rate_ip(Some(peer), &h, 0), peer.ip(), "hops=0 ignores the header");
+        assert_eq!(rate_ip(Some(peer), &h, 1).to_string(), "10.0.0.9");
+        assert_eq!(rate_ip(Some(peer), &h, 2).to_string(), "198.51.100.7");
+        assert_eq!(rate_ip(Some(peer), &h, 9), peer.ip(), "too few entries");
+        assert_eq!(rate_ip(None, &HeaderMap::new(), 0), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     }
 
     #[test]

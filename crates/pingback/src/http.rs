@@ -12,6 +12,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use shoal_api::client_ip;
 use shoal_proto::api::ErrorBody;
 use shoal_proto::pingback::{
     error_code, parse_batch, Ack, BatchError, GroupKey, Point, Report, Series, WindowsAnswer,
@@ -76,23 +77,6 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(PeerAddr(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)))
     }
-}
-
-/// The client address: the TCP peer, or with `hops` trusted proxies the `hops`-th
-/// `X-Forwarded-For` entry from the right.
-fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, hops: usize) -> Option<IpAddr> {
-    let fallback = peer.map(|p| p.ip());
-    if hops == 0 {
-        return fallback;
-    }
-    let entries: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    entries.len().checked_sub(hops).and_then(|i| entries.get(i)).and_then(|s| s.parse().ok()).or(fallback)
 }
 
 fn count(outcome: &'static str, n: u64) {
