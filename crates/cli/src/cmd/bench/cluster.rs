@@ -462,30 +462,11 @@ struct TrackerChild {
 
 impl TrackerChild {
     fn start(redis: &str, node: &str, prefix: &str) -> Result<TrackerChild> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args([
-                "bench",
-                "cluster",
-                "--serve-child",
-                "--redis",
-                redis,
-                "--node-id",
-                node,
-                "--prefix",
-                prefix,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting a tracker node")?;
-        let stdout = child.stdout.take().context("child stdout")?;
-        let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line
-            .strip_prefix(READY)
-            .and_then(|a| a.trim().parse().ok())
-            .with_context(|| format!("tracker node said {line:?}"))?;
+        let (child, addr) = super::spawn_server_child(
+            &["bench", "cluster", "--serve-child", "--redis", redis, "--node-id", node, "--prefix", prefix],
+            READY,
+            "tracker node",
+        )?;
         Ok(TrackerChild { child, addr })
     }
 }

@@ -50,3 +50,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Bench::Tracker(a) => tracker::run_cmd(a),
     }
 }
+
+/// Start this binary as a bench server child (`args`), which prints `{ready} ADDR` on its first
+/// stdout line once it listens; stdin stays piped so the child ends when the bench does.
+fn spawn_server_child(
+    args: &[&str],
+    ready: &str,
+    what: &str,
+) -> anyhow::Result<(std::process::Child, std::net::SocketAddr)> {
+    use anyhow::Context;
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting the {what}"))?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let addr = line
+        .strip_prefix(ready)
+        .and_then(|a| a.trim().parse().ok())
+        .with_context(|| format!("{what} said {line:?}"))?;
+    Ok((child, addr))
+}

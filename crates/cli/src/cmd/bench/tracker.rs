@@ -14,7 +14,7 @@
 //! receives an offer answers it through the tracker.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, Write as _};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -241,21 +241,11 @@ impl Drop for Server {
 
 impl Server {
     fn shoal(threads: u32) -> Result<Server> {
-        let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .args(["bench", "tracker", "--serve-child", "--server-threads", &threads.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting the tracker child")?;
-        let stdout = child.stdout.take().context("child stdout")?;
-        let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line
-            .strip_prefix(READY)
-            .and_then(|a| a.trim().parse().ok())
-            .with_context(|| format!("tracker child said {line:?}"))?;
+        let (child, addr) = super::spawn_server_child(
+            &["bench", "tracker", "--serve-child", "--server-threads", &threads.to_string()],
+            READY,
+            "tracker child",
+        )?;
         let pid = child.id();
         Ok(Server { child, addr, pid, cfg_file: None })
     }
