@@ -46,6 +46,28 @@ struct StreamIngest {
     declared: HashMap<String, RenditionInfo>,
 }
 
+impl StreamIngest {
+    /// The ingest state of `stream`, made on its first upload.
+    fn entry<'a>(all: &'a mut HashMap<String, StreamIngest>, stream: &str) -> &'a mut StreamIngest {
+        all.entry(stream.to_owned()).or_insert_with(|| StreamIngest {
+            // Numbers start at the current Unix second so a restarted origin does not reuse
+            // numbers CDNs may hold as immutable.
+            numbering: StreamNumbering::new(now_ms() / 1000),
+            ..Default::default()
+        })
+    }
+
+    /// The rendition's state, or `None` when it would be one rendition more than `max`.
+    fn rendition(&mut self, rendition: &str, max: usize) -> Option<&mut RenditionIngest> {
+        if !self.renditions.contains_key(rendition) && self.renditions.len() >= max {
+            return None;
+        }
+        Some(self.renditions.entry(rendition.to_owned()).or_default())
+    }
+}
+
+const TOO_MANY_RENDITIONS: &str = "too many renditions in this ingest stream";
+
 #[derive(Default)]
 struct RenditionIngest {
     numbering: RenditionNumbering,
@@ -217,21 +239,10 @@ async fn handle(
             return store_error(&method, &uri, e);
         }
         let mut all = o.ingest.streams.lock().unwrap_or_else(PoisonError::into_inner);
-        let st = all.entry(stream.clone()).or_insert_with(|| StreamIngest {
-            // Numbers start at the current Unix second so a restarted origin does not reuse
-            // numbers CDNs may hold as immutable.
-            numbering: StreamNumbering::new(now_ms() / 1000),
-            ..Default::default()
-        });
-        if !st.renditions.contains_key(&rendition) && st.renditions.len() >= cfg.max_renditions {
-            return error(
-                &method,
-                &uri,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many renditions in this ingest stream",
-            );
-        }
-        let r = st.renditions.entry(rendition.clone()).or_default();
+        let st = StreamIngest::entry(&mut all, &stream);
+        let Some(r) = st.rendition(&rendition, cfg.max_renditions) else {
+            return error(&method, &uri, StatusCode::SERVICE_UNAVAILABLE, TOO_MANY_RENDITIONS);
+        };
         r.pending.retain(|p| p.name != file);
         r.pending.push_back(PendingSegment { name: file.clone(), data: body, info });
         // Bounded in count and in bytes (a playlist names a segment within a second or so;
@@ -266,10 +277,7 @@ async fn handle(
             if !all.contains_key(&stream) && all.len() >= cfg.max_streams {
                 return error(&method, &uri, StatusCode::SERVICE_UNAVAILABLE, "too many ingest streams");
             }
-            let st = all.entry(stream.clone()).or_insert_with(|| StreamIngest {
-                numbering: StreamNumbering::new(now_ms() / 1000),
-                ..Default::default()
-            });
+            let st = StreamIngest::entry(&mut all, &stream);
             for v in m.variants.iter().filter(|v| !v.is_i_frame).take(cfg.max_renditions) {
                 let Some(name) = rendition_from_uri(&v.uri) else { continue };
                 st.declared.insert(
@@ -293,19 +301,10 @@ async fn handle(
             if !all.contains_key(&stream) && all.len() >= cfg.max_streams {
                 return error(&method, &uri, StatusCode::SERVICE_UNAVAILABLE, "too many ingest streams");
             }
-            let st = all.entry(stream.clone()).or_insert_with(|| StreamIngest {
-                numbering: StreamNumbering::new(now_ms() / 1000),
-                ..Default::default()
-            });
-            if !st.renditions.contains_key(&rendition) && st.renditions.len() >= cfg.max_renditions {
-                return error(
-                    &method,
-                    &uri,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too many renditions in this ingest stream",
-                );
-            }
-            let r = st.renditions.entry(rendition.clone()).or_default();
+            let st = StreamIngest::entry(&mut all, &stream);
+            let Some(r) = st.rendition(&rendition, cfg.max_renditions) else {
+                return error(&method, &uri, StatusCode::SERVICE_UNAVAILABLE, TOO_MANY_RENDITIONS);
+            };
             let newest = pl.media_sequence + pl.segments.len().saturating_sub(1) as u64;
             if !pl.segments.is_empty() && r.numbering.last_upstream().is_some_and(|l| newest < l) {
                 tracing::info!(
