@@ -230,10 +230,14 @@ pub struct RedisStore {
     last_open: Mutex<BTreeMap<u64, Arc<WindowData>>>,
     /// Parts not yet in Redis (outage).
     pending: Mutex<Arc<MemoryStore>>,
-    pending_parts: AtomicU64,
+    /// What a fresh `pending` buffer is made from (the whole window's key cap, not a shard's).
+    buffer_cfg: shoal_pingback::PingbackConfig,
     keys_folded: AtomicU64,
     parts_too_old: AtomicU64,
-    flushing: tokio::sync::Mutex<()>,
+    /// Held for writing while a flush moves parts from `pending` to Redis, and for reading by
+    /// every query: a query must see each part exactly once, either in Redis or in `pending`,
+    /// never in the gap between the swap and the write.
+    flushing: tokio::sync::RwLock<()>,
     /// Reports are merged here and written every this many ms (0: each report at once).
     batch_ms: AtomicU64,
 }
@@ -257,10 +261,10 @@ impl RedisStore {
             cache: Mutex::new(Cache::default()),
             last_open: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Arc::new(Self::buffer(cfg))),
-            pending_parts: AtomicU64::new(0),
+            buffer_cfg: cfg.clone(),
             keys_folded: AtomicU64::new(0),
             parts_too_old: AtomicU64::new(0),
-            flushing: tokio::sync::Mutex::new(()),
+            flushing: tokio::sync::RwLock::new(()),
             batch_ms: AtomicU64::new(0),
         }
     }
@@ -307,9 +311,11 @@ impl RedisStore {
         Ok(m.into_iter().collect())
     }
 
-    /// Parts waiting for Redis.
+    /// Merged parts waiting for Redis. Read from the buffer itself, not a counter kept beside
+    /// it: a counter reset by a flush while a report lands in the fresh buffer would hide that
+    /// report from queries and from the next flush.
     pub fn pending_parts(&self) -> u64 {
-        self.pending_parts.load(Relaxed)
+        self.pending().stats().aggregates as u64
     }
 
     fn tag(&self, window: u64, member: &str) -> String {
@@ -371,18 +377,14 @@ impl RedisStore {
 
     /// Move what the outage left in the local store to Redis.
     pub async fn flush_pending(&self, now_ms: u64) {
-        if self.pending_parts.load(Relaxed) == 0 || !self.link.healthy() {
+        if self.pending_parts() == 0 || !self.link.healthy() {
             return;
         }
-        let _g = self.flushing.lock().await;
+        let _g = self.flushing.write().await;
         let old = {
             let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            std::mem::replace(
-                &mut *p,
-                Arc::new(MemoryStore::new(self.retention_ms, self.max_keys, self.max_aggregates / 4)),
-            )
+            std::mem::replace(&mut *p, Arc::new(Self::buffer(&self.buffer_cfg)))
         };
-        let n = self.pending_parts.swap(0, Relaxed);
         let q = Query {
             from_ms: now_ms.saturating_sub(self.retention_ms),
             to_ms: now_ms + self.window_ms,
@@ -395,14 +397,14 @@ impl RedisStore {
             .into_iter()
             .flat_map(|(k, steps)| steps.into_iter().map(move |(w, a)| (w, k.clone(), a)))
             .collect();
+        let n = parts.len();
         for chunk in parts.chunks(64) {
             if self.write(chunk).await.is_err() {
                 // Still down: keep it for the next try.
                 let _ = self.pending().add(now_ms, chunk.to_vec()).await;
-                self.pending_parts.fetch_add(chunk.len() as u64, Relaxed);
             }
         }
-        if self.pending_parts.load(Relaxed) == 0 && self.batch_ms.load(Relaxed) == 0 {
+        if self.pending_parts() == 0 && self.batch_ms.load(Relaxed) == 0 {
             tracing::info!(parts = n, "pingback: parts kept during the Redis outage are in Redis now");
         }
     }
@@ -485,7 +487,6 @@ impl Store for RedisStore {
             self.parts_too_old.fetch_add(old.len() as u64, Relaxed);
             if self.batch_ms.load(Relaxed) > 0 {
                 // Merged here; the batching task writes them.
-                self.pending_parts.fetch_add(parts.len() as u64, Relaxed);
                 return self.pending().add(now_ms, parts).await;
             }
             self.flush_pending(now_ms).await;
@@ -493,7 +494,6 @@ impl Store for RedisStore {
                 Ok(()) => Ok(()),
                 Err(LinkError::Unavailable(_)) => {
                     // Keep serving: counted locally, written to Redis when it is back.
-                    self.pending_parts.fetch_add(parts.len() as u64, Relaxed);
                     self.pending().add(now_ms, parts).await
                 }
                 Err(e @ LinkError::Redis(_)) => Err(unavailable(e)),
@@ -503,6 +503,7 @@ impl Store for RedisStore {
 
     fn query<'a>(&'a self, q: &'a Query) -> BoxFuture<'a, Result<QueryResult, StoreError>> {
         Box::pin(async move {
+            let _no_flush = self.flushing.read().await;
             let w = self.window_ms;
             let now = crate::now_ms();
             let first = q.from_ms.div_ceil(w) * w;
@@ -571,7 +572,7 @@ impl Store for RedisStore {
                     }
                 }
             }
-            if self.pending_parts.load(Relaxed) > 0 {
+            if self.pending_parts() > 0 {
                 let local = self.pending().query(q).await?;
                 for (k, steps) in local {
                     let e = out.entry(k).or_default();
