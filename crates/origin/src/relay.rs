@@ -33,9 +33,25 @@ struct Upstream {
     declared: RenditionInfo,
 }
 
+/// The upstream no longer has (or never had) what its playlist listed: 404 or 410.
+#[derive(Debug)]
+struct Gone(String);
+
+impl std::fmt::Display for Gone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Gone {}
+
 async fn fetch_limited(client: &reqwest::Client, url: &Url, limit: usize) -> anyhow::Result<Bytes> {
     let mut resp = client.get(url.clone()).send().await.with_context(|| format!("GET {url}"))?;
-    if !resp.status().is_success() {
+    let status = resp.status();
+    if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
+        return Err(Gone(format!("GET {url}: HTTP {status}")).into());
+    }
+    if !status.is_success() {
         bail!("GET {url}: HTTP {}", resp.status());
     }
     if resp.content_length().is_some_and(|n| n > limit as u64) {
@@ -206,7 +222,17 @@ async fn poll_once(
             continue;
         }
         let seg_url = up.url.join(&seg.uri).with_context(|| format!("segment uri {:?}", seg.uri))?;
-        let data = fetch_limited(client, &seg_url, cfg.max_segment_bytes).await?;
+        let data = match fetch_limited(client, &seg_url, cfg.max_segment_bytes).await {
+            Ok(d) => d,
+            // Left the upstream's window between its playlist and this fetch (a slow poll, a
+            // short window): lost for good, so go on with the rest rather than retry the whole
+            // playlist and fall further behind.
+            Err(e) if e.downcast_ref::<Gone>().is_some() => {
+                tracing::warn!(rendition = up.name, url = %seg_url, error = %e, "relay: upstream segment gone, skipped");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let info = match inspect(&data) {
             Ok(i) => i,
             Err(e) => {

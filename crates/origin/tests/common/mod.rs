@@ -20,8 +20,16 @@ impl Drop for Running {
     }
 }
 
-/// Start an origin (sources and HTTP) on a free loopback port.
+/// Start an origin (sources and HTTP) on a free loopback port. The origin's log goes to the
+/// test's captured output (shown when a test fails: a relay's upstream errors, for one).
 pub async fn start(cfg: OriginConfig) -> Running {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("shoal_origin=info")),
+        )
+        .with_test_writer()
+        .try_init();
     let origin = Origin::new(cfg).expect("valid config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
