@@ -19,7 +19,7 @@ use browser_support::{
 use cluster_support::{node_ids, spawn_node, status, NodeSpec};
 use shoal_testkit::browser::{self, PlayConfig, ServeDir, ViewerSpec};
 use shoal_testkit::redis::RedisServer;
-use shoal_testkit::{Netns, Proc, TestDir, VETH_ADDR};
+use shoal_testkit::{Netns, Proc, SyntheticOrigin, TestDir, VETH_ADDR};
 
 const DURATION_MS: u64 = 45_000;
 /// The tracker node dies this long after the pages open (both share by then).
@@ -55,15 +55,8 @@ fn browser_cluster_pages_survive_a_tracker_kill_and_a_redis_restart() -> anyhow:
     let ns = Netns::new()?;
     let redis_port = ns_port(&ns)?;
     let mut redis = RedisServer::start_on(dir.path(), Some(&ns), "127.0.0.1", redis_port)?;
-    let mut origin = Proc::builder("origin", shoal_bin())
-        .args(["origin", "--listen", "127.0.0.1:0", "--synthetic", "--ladder", LADDER])
-        .netns(&ns)
-        .log_dir(dir.path())
-        .spawn()?;
-    let key_line = origin.wait_for_line(|l| l.starts_with("SHOAL_ORIGIN_KEY "), Duration::from_secs(30))?;
-    let key = key_line.split_whitespace().nth(1).unwrap_or_default().to_string();
-    let ready = origin.wait_ready("ORIGIN", Duration::from_secs(60))?;
-    let master = format!("{}/live/demo/master.m3u8", ready.url);
+    let origin = SyntheticOrigin::start(shoal_bin(), dir.path(), Some(&ns), "127.0.0.1:0", LADDER)?;
+    let (key, master) = (&origin.key, origin.master.clone());
 
     let mut specs = Vec::new();
     for i in 0..3 {
@@ -75,7 +68,7 @@ fn browser_cluster_pages_survive_a_tracker_kill_and_a_redis_restart() -> anyhow:
         s.stun = Some(format!("{VETH_ADDR}:{}", ns_port(&ns)?));
         s.sets = vec![
             format!("api.origin_public_key={key}"),
-            format!("api.cdn=[\"{}/live/{{stream}}/\"]", ready.url),
+            format!("api.cdn=[\"{}/live/{{stream}}/\"]", origin.url),
         ];
         specs.push(s);
     }
@@ -111,7 +104,7 @@ fn browser_cluster_pages_survive_a_tracker_kill_and_a_redis_restart() -> anyhow:
     let (primary, standby) = (node_of(&trackers[0])?, node_of(&trackers[1])?);
     let watcher = (0..3).find(|i| *i != primary && *i != standby).context("third node")?;
     let first = LADDER.split(':').next().unwrap_or("240p");
-    wait_for_segments(&ns, &format!("{}/live/demo/{first}/index.m3u8", ready.url), MIN_SEGMENTS)?;
+    wait_for_segments(&ns, &format!("{}/live/demo/{first}/index.m3u8", origin.url), MIN_SEGMENTS)?;
 
     let apis: Vec<String> = specs.iter().map(NodeSpec::url).collect();
     let script = sdk_init_script(dir.path(), serde_json::json!({ "api": apis }))?;

@@ -11,7 +11,7 @@ use browser_support::{
     wait_for_segments, web_dist, LADDER, MIN_SEGMENTS,
 };
 use shoal_testkit::browser::{self, PlayConfig, ServeDir, ViewerSpec};
-use shoal_testkit::{Netns, Proc, TestDir, VETH_ADDR};
+use shoal_testkit::{Netns, Proc, SyntheticOrigin, TestDir, VETH_ADDR};
 
 const DURATION_MS: u64 = 40_000;
 
@@ -19,15 +19,8 @@ const DURATION_MS: u64 = 40_000;
 fn browser_sdk_plays_from_the_cdn_when_api_or_tracker_are_down() -> anyhow::Result<()> {
     let dir = TestDir::new("browser_sdk_plays_from_the_cdn_when_api_or_tracker_are_down")?;
     let ns = Netns::new()?;
-    let mut origin = Proc::builder("origin", shoal_bin())
-        .args(["origin", "--listen", "127.0.0.1:0", "--synthetic", "--ladder", LADDER])
-        .netns(&ns)
-        .log_dir(dir.path())
-        .spawn()?;
-    let key_line = origin.wait_for_line(|l| l.starts_with("SHOAL_ORIGIN_KEY "), Duration::from_secs(30))?;
-    let key = key_line.split_whitespace().nth(1).unwrap_or_default().to_string();
-    let ready = origin.wait_ready("ORIGIN", Duration::from_secs(60))?;
-    let master = format!("{}/live/demo/master.m3u8", ready.url);
+    let origin = SyntheticOrigin::start(shoal_bin(), dir.path(), Some(&ns), "127.0.0.1:0", LADDER)?;
+    let (key, master) = (&origin.key, origin.master.clone());
     // An API that answers, with STUN, whose only tracker is a closed port.
     let mut serve = Proc::builder("serve", shoal_bin())
         .env("SHOAL_API_HOLDBACK_PERCENT", "0") // both P2P pages must get P2P: no control group
@@ -41,7 +34,7 @@ fn browser_sdk_plays_from_the_cdn_when_api_or_tracker_are_down() -> anyhow::Resu
         .spawn()?;
     let api = serve.wait_ready("SERVE", Duration::from_secs(30))?.url;
     let first = LADDER.split(':').next().unwrap_or("240p");
-    wait_for_segments(&ns, &format!("{}/live/demo/{first}/index.m3u8", ready.url), MIN_SEGMENTS)?;
+    wait_for_segments(&ns, &format!("{}/live/demo/{first}/index.m3u8", origin.url), MIN_SEGMENTS)?;
 
     let no_api = sdk_init_script(&dir.subdir("no-api")?, serde_json::json!({ "api": "http://127.0.0.1:9" }))?;
     let no_tracker = sdk_init_script(&dir.subdir("no-tracker")?, serde_json::json!({ "api": api }))?;

@@ -21,7 +21,7 @@ use anyhow::{anyhow, ensure, Context, Result};
 use cluster_support::{node_ids, spawn_node, status, wait_for, NodeSpec, Peer, SHOAL};
 use serde_json::Value;
 use shoal_testkit::redis::RedisServer;
-use shoal_testkit::{Proc, TestDir};
+use shoal_testkit::{Proc, SyntheticOrigin, TestDir};
 
 /// Re-announce bound after a tracker node dies (its sockets close: the SDK moves to the next
 /// URL at once) and after one goes silent (`IDLE_PING` + `REPLY_TIMEOUT` = 8 s in the SDK).
@@ -203,15 +203,8 @@ fn cluster_chaos_kills_each_role_in_turn_and_nobody_stalls() -> Result<()> {
     let dir = TestDir::new("cluster_chaos")?;
     let redis = RedisServer::start(dir.path())?;
 
-    let mut origin = Proc::builder("origin", SHOAL)
-        .args(["origin", "--synthetic", "--listen", "127.0.0.1:0", "--ladder", "360p:640x360@800"])
-        .log_dir(dir.path())
-        .spawn()?;
-    let key_line = origin.wait_for_line(|l| l.starts_with("SHOAL_ORIGIN_KEY "), Duration::from_secs(60))?;
-    let key = key_line.split_whitespace().nth(1).context("origin key")?.to_owned();
-    let ready = origin.wait_ready("ORIGIN", Duration::from_secs(60))?;
-    let cdn = ready.url.trim_end_matches('/').to_owned();
-    let master = ready.fields.get(1).cloned().context("master URL")?;
+    let origin = SyntheticOrigin::start(SHOAL, dir.path(), None, "127.0.0.1:0", "360p:640x360@800")?;
+    let (key, cdn, master) = (&origin.key, &origin.url, origin.master.clone());
 
     let mut apis = Vec::new();
     for i in 0..2 {

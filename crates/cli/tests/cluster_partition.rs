@@ -16,7 +16,7 @@ use anyhow::{anyhow, ensure, Context, Result};
 use cluster_support::{node_ids, spawn_node, status, wait_for, NodeSpec, Peer, SHOAL};
 use serde_json::Value;
 use shoal_testkit::redis::RedisServer;
-use shoal_testkit::{Netns, Proc, TestDir, Topology};
+use shoal_testkit::{Netns, Proc, SyntheticOrigin, TestDir, Topology};
 
 /// A silent tracker is left after `IDLE_PING + REPLY_TIMEOUT` = 8 s in the SDK; the status
 /// lines come every 250 ms; the rest is margin for a loaded 2-core machine.
@@ -81,16 +81,9 @@ fn cluster_partition_of_the_swarms_node_fails_over_and_heals_without_a_split() -
     let redis = RedisServer::start_on(dir.path(), Some(topo.ns("redis")), &raddr, 6379)?;
     let vns = topo.ns("viewers");
     let vaddr = topo.addr("viewers").to_string();
-    let mut origin = Proc::builder("origin", SHOAL)
-        .args(["origin", "--synthetic", "--listen", &format!("{vaddr}:0"), "--ladder", "360p:640x360@800"])
-        .netns(vns)
-        .log_dir(dir.path())
-        .spawn()?;
-    let key_line = origin.wait_for_line(|l| l.starts_with("SHOAL_ORIGIN_KEY "), Duration::from_secs(60))?;
-    let key = key_line.split_whitespace().nth(1).context("origin key")?.to_owned();
-    let ready = origin.wait_ready("ORIGIN", Duration::from_secs(60))?;
-    let cdn = ready.url.trim_end_matches('/').to_owned();
-    let master = ready.fields.get(1).cloned().context("master URL")?;
+    let origin =
+        SyntheticOrigin::start(SHOAL, dir.path(), Some(vns), &format!("{vaddr}:0"), "360p:640x360@800")?;
+    let (key, cdn, master) = (&origin.key, &origin.url, origin.master.clone());
 
     let names = ["n0", "n1", "n2"];
     let mut specs = Vec::new();

@@ -45,6 +45,7 @@ pub mod browser;
 pub mod http;
 pub mod media;
 mod netns;
+mod origin;
 mod outdir;
 mod process;
 pub mod redis;
@@ -52,6 +53,7 @@ mod sys;
 mod topology;
 
 pub use netns::{require_netns_support, Netns, NsRuntime, VETH_ADDR};
+pub use origin::SyntheticOrigin;
 pub use outdir::{output_root, target_dir, workspace_root, TestDir};
 pub use process::{tail, Proc, ProcBuilder, Ready};
 pub use topology::{NatKind, Topology, TopologyBuilder};
