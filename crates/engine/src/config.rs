@@ -19,7 +19,7 @@ pub struct Config {
     /// Total bytes this client may upload in its session (0 = no limit).
     pub upload_budget_bytes: u64,
     /// Requests served at once when the upload capacity is unknown; further requests get
-    /// `Busy`. With a known capacity, a request is refused once about a second of upload is
+    /// `Busy`. With a known capacity, a request is refused once half a second of upload is
     /// promised (and at most 4 × this many are served).
     pub max_uploads: u32,
     /// Requests for segments this client does not hold yet that it keeps open (it expects to

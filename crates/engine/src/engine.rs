@@ -33,7 +33,7 @@ const RAW_HOLD_MS: Millis = 1_500;
 const MANIFEST_MIN_INTERVAL_MS: Millis = 500;
 /// Upload promised to peers beyond which a new request is answered `Busy`, in milliseconds
 /// of this client's upload capacity.
-const UPLOAD_BACKLOG_MS: u64 = 1_000;
+const UPLOAD_BACKLOG_MS: u64 = 500;
 /// A peer that said it does not have a segment is not asked for it again for this long (or
 /// until it announces the segment).
 const ABSENT_SKIP_MS: Millis = 1_000;
@@ -111,6 +111,12 @@ pub struct Engine {
     tokens_at: Millis,
     last_need_peers: Option<Millis>,
     wake: Option<Millis>,
+    /// Sum of every peer's `buffered` (kept in step with it: the pump needs it for every
+    /// chunk, and summing over the peers' map costs a cache miss per peer).
+    buffered_total: u64,
+    /// The player's next segment, being rescued from the CDN on a tight downlink: nothing else
+    /// is fetched until it is delivered.
+    rescue: Option<SegKey>,
 }
 
 impl Engine {
@@ -159,6 +165,8 @@ impl Engine {
             tokens_at: now,
             last_need_peers: None,
             wake: None,
+            buffered_total: 0,
+            rescue: None,
         }
     }
 
@@ -220,6 +228,7 @@ impl Engine {
             },
             Input::PeerBuffered { peer, bytes } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
+                    self.buffered_total = self.buffered_total - p.buffered + bytes;
                     p.buffered = bytes;
                     self.pump_all();
                 }
@@ -342,16 +351,53 @@ impl Engine {
         if seg.player_wants && !seg.delivered {
             return true;
         }
-        if seg.complete {
+        if seg.complete || self.yields_to_rescue(seg.key) {
             return false;
         }
-        if !seg.subscribers.is_empty() {
+        // A neighbour waits on it: fetch it, unless that would take downlink from the player
+        // (then the neighbour's request waits for what is already coming, or is refused).
+        if !seg.subscribers.is_empty() && (seg.in_flight() || seg.have > 0 || !self.holds_back(seg.key)) {
             return true;
         }
         Some(seg.key.0) == self.active_rend
             && self.want_from.is_some_and(|w| seg.key.1 >= w)
             && !seg.delivered
             && self.prefetching()
+            && !self.holds_back(seg.key)
+    }
+
+    /// Starting a fetch of `key` now, for the swarm or ahead of the player, would slow a
+    /// segment the player needs sooner: its buffer is short (see `player_starving`), or the
+    /// downlink is tight and an earlier segment the player needs is still arriving. On a
+    /// downlink with little room over the bitrate, segments fetched one after the other each
+    /// arrive at full speed, in the order the player needs them; fetched side by side, the
+    /// one it needs next arrives late. (`mixed-mobile`, 1080p viewers on 7-10 Mbit/s: 42-46
+    /// stalls over seeds 1-3 without this, 0-1 with it, CDN-only 0.)
+    fn holds_back(&self, key: SegKey) -> bool {
+        if self.downlink_tight(key) {
+            self.player_starving() || self.earlier_incomplete(key)
+        } else {
+            // Before the first CDN transfer the downlink is unknown: treat it as tight while
+            // the player starts (a viewer joining on a thin line otherwise fetches the newest
+            // segment for its neighbours alongside its own first ones, and stalls).
+            self.cdn.rate.samples() == 0 && self.player_starving()
+        }
+    }
+
+    /// The player has not started, or its buffer is short: anything else arriving now shares
+    /// the downlink with the segment it waits for. Unknown (no player state yet): not
+    /// starving.
+    fn player_starving(&self) -> bool {
+        self.player.is_some() && !self.prefetching()
+    }
+
+    /// A segment the player needs before `key` is neither complete nor delivered yet.
+    fn earlier_incomplete(&self, key: SegKey) -> bool {
+        let Some(w) = self.want_from else { return false };
+        if key.1 <= w || Some(key.0) != self.active_rend {
+            return false;
+        }
+        self.segments.range((key.0, w)..key).any(|(_, s)| !s.complete && !s.delivered)
     }
 
     /// Fetch ahead of the player's requests? Not while its buffer is short (starting, or after
@@ -457,8 +503,20 @@ impl Engine {
         let deadline = self.deadline(key);
         let fallback_size = self.estimated_size(key);
         let missing = seg.missing_bytes(fallback_size);
-        let switch_at =
-            deadline.map(|d| d.saturating_sub(self.cdn.time_for(missing) + self.cfg.cdn_margin_ms));
+        // On a tight downlink what other downloads still have on the way arrives ahead of a
+        // CDN fetch started now (it sits in the same queue): count it in.
+        let queued_ahead =
+            if seg.player_wants && self.downlink_tight(key) { self.inbound_elsewhere(key) } else { 0 };
+        let switch_at = deadline.map(|d| {
+            // Each run of missing chunks is its own CDN request (see `deadline_fallback`).
+            let extra_requests = seg.missing_runs().saturating_sub(1);
+            let per_request = (self.cdn.ttfb_ms.get() * 1.5) as u64;
+            d.saturating_sub(
+                self.cdn.time_for(missing + queued_ahead)
+                    + extra_requests * per_request
+                    + self.cfg.cdn_margin_ms,
+            )
+        });
 
         if !self.p2p_on() || self.ready_count() == 0 {
             if seg.player_wants || seg.role == Role::Primary {
@@ -484,6 +542,7 @@ impl Engine {
             }
             if reason == CdnReason::Deadline {
                 if let Some(d) = deadline {
+                    self.begin_rescue(key);
                     self.deadline_fallback(key, d);
                     return;
                 }
@@ -599,6 +658,53 @@ impl Engine {
         }
     }
 
+    /// CDN fetches run at under three times the stream's rate: a fetch for the player shares
+    /// the downlink with everything else arriving, with little room to spare.
+    fn downlink_tight(&self, key: SegKey) -> bool {
+        let dur =
+            self.segments.get(&key).map_or(2_000, |s| if s.duration_ms > 0 { s.duration_ms } else { 2_000 });
+        let stream_rate = self.estimated_size(key) as f64 / dur as f64; // bytes per ms
+        self.cdn.rate.samples() > 0 && self.cdn.rate.get() < 3.0 * stream_rate
+    }
+
+    /// Bytes other segments' peer downloads may still have queued towards this client (at most
+    /// a send window each): they arrive before anything requested now.
+    fn inbound_elsewhere(&self, key: SegKey) -> u64 {
+        let chunk = shoal_proto::manifest::DEFAULT_CHUNK_SIZE as u64;
+        self.segments
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .flat_map(|(_, s)| s.dls.iter())
+            .filter(|d| d.got_any)
+            .map(|d| (d.end.saturating_sub(d.next) as u64 * chunk).min(self.cfg.send_window_bytes))
+            .sum()
+    }
+
+    /// The player's next segment is late and the downlink is tight: stop every download of a
+    /// later segment (each would compete with the rescue) until it is delivered.
+    fn begin_rescue(&mut self, key: SegKey) {
+        if !self.downlink_tight(key) || !self.segments.get(&key).is_some_and(|s| s.player_wants) {
+            return;
+        }
+        self.rescue = Some(key);
+        let later: Vec<SegKey> = self
+            .segments
+            .range((key.0, key.1 + 1)..)
+            .filter(|(_, s)| (!s.player_wants || s.delivered) && !s.dls.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        for k in later {
+            self.cancel_download(k);
+        }
+    }
+
+    /// A rescue is under way for another segment: this one waits.
+    fn yields_to_rescue(&self, key: SegKey) -> bool {
+        self.rescue.is_some_and(|k| {
+            k != key && self.segments.get(&k).is_some_and(|s| s.player_wants && !s.delivered)
+        })
+    }
+
     /// The deadline is near: keep the peer downloads that will still finish in time (each
     /// with time to spare for a CDN fetch of what it has left, should it slow down), cancel the
     /// others, and fetch from the CDN only the chunks nobody kept is bringing. Re-examined
@@ -636,13 +742,12 @@ impl Engine {
             self.wake_at(now + 100);
             return;
         };
-        let mut last = first;
-        let mut c = first;
-        while let Some(u) = seg.next_uncovered(c, n) {
-            last = u;
-            c = u + 1;
-        }
-        self.start_cdn_range(key, CdnReason::Deadline, first as usize, last as usize + 1);
+        // Only the first run of missing chunks (bridging gaps of a chunk or two): a range over
+        // chunks already here would bring them again (CDN bytes for nothing, and on a downlink
+        // with little room the bytes that make the rescue late). The next run follows when this
+        // one is in.
+        let end = seg.uncovered_run_end(first, n);
+        self.start_cdn_range(key, CdnReason::Deadline, first as usize, end as usize);
         if self.segments.get(&key).is_some_and(|s| !s.dls.is_empty()) {
             self.wake_at(now + 100);
         }
@@ -1352,8 +1457,15 @@ impl Engine {
     }
 
     fn segment_complete(&mut self, key: SegKey) {
+        let now = self.now;
         let Some(seg) = self.segments.get_mut(&key) else { return };
         if let Some(job) = seg.http.take() {
+            // The body usually completes the segment before its Done arrives: this is the
+            // transfer's one chance to teach the CDN estimate (without it a client never
+            // learns that its downlink is slower than the default guess).
+            if let (true, Some(t0)) = (job.status_ok, job.first_byte_at) {
+                self.cdn.record_transfer(job.received, now.saturating_sub(t0));
+            }
             self.http.remove(&job.id);
             self.out.push_back(Output::HttpCancel { id: job.id });
         }
@@ -1432,6 +1544,10 @@ impl Engine {
         };
         seg.delivered = true;
         seg.player_wants = false;
+        if self.rescue == Some(key) {
+            self.rescue = None;
+            self.wake = Some(now);
+        }
         let source = match (seg.cdn_bytes > 0 || seg.raw.is_some(), seg.peer_bytes > 0) {
             (true, false) | (false, false) => Source::Cdn,
             (false, true) => Source::Peers,
@@ -1483,7 +1599,9 @@ impl Engine {
     fn send(&mut self, peer: PeerHandle, msg: Message) {
         if let Some(p) = self.peers.get_mut(&peer) {
             if let Message::Data { payload, .. } = &msg {
-                p.buffered += payload.len() as u64 + shoal_proto::wire::DATA_HEADER as u64;
+                let b = payload.len() as u64 + shoal_proto::wire::DATA_HEADER as u64;
+                p.buffered += b;
+                self.buffered_total += b;
             }
             self.out.push_back(Output::Send { peer, msg });
         }
@@ -1499,7 +1617,9 @@ impl Engine {
             return;
         }
         let now = self.now;
-        self.peers.insert(peer, Peer::new(peer, now, self.cfg.ping_interval_ms));
+        if let Some(old) = self.peers.insert(peer, Peer::new(peer, now, self.cfg.ping_interval_ms)) {
+            self.buffered_total -= old.buffered;
+        }
         let renditions =
             self.active_rend.map(|r| vec![self.rends[r as usize].name.clone()]).unwrap_or_default();
         let mut c = caps::CUT_THROUGH;
@@ -1523,6 +1643,7 @@ impl Engine {
 
     fn remove_peer(&mut self, peer: PeerHandle) {
         let Some(p) = self.peers.remove(&peer) else { return };
+        self.buffered_total -= p.buffered;
         self.peers_version += 1;
         if p.ready {
             self.stats.peers_connected = self.stats.peers_connected.saturating_sub(1);
@@ -1800,7 +1921,9 @@ impl Engine {
         // Nothing under way for it yet, but it is at or just past our live edge: we are about
         // to fetch it (this is how a better-ranked neighbour is asked before it has anything).
         let idle = seg.is_none_or(|s| !s.in_flight() && s.have == 0 && !s.unshareable);
-        let upcoming = Some(r) == self.active_rend && newest.is_none_or(|n| seq + 1 >= n && seq <= n + 2);
+        let upcoming = Some(r) == self.active_rend
+            && newest.is_none_or(|n| seq + 1 >= n && seq <= n + 2)
+            && !self.holds_back(key);
         let Some(p) = self.peers.get(&peer) else { return };
         if holding {
             if self.upload_backlog_full() {
@@ -1949,7 +2072,7 @@ impl Engine {
     }
 
     /// A new request would wait too long here: the bytes already promised to peers and not
-    /// sent yet are about a second of this client's upload (or, upload unknown, `max_uploads`
+    /// sent yet are half a second of this client's upload (or, upload unknown, `max_uploads`
     /// requests are being served). The asker is told `Busy` and asks another source; requests
     /// are for one stripe, so a slow uploader still serves one or two of them and adds its
     /// upload to the swarm instead of holding up whole segments.
@@ -1977,7 +2100,7 @@ impl Engine {
             >= kbps as u64 * 1_000 / 8 * UPLOAD_BACKLOG_MS / 1_000
     }
 
-    /// Bytes this client lets sit in all its DataChannel buffers together: about 300 ms of
+    /// Bytes this client lets sit in all its DataChannel buffers together: about 150 ms of
     /// its upload. Per-channel windows alone would let twenty channels queue seconds of data
     /// on one uplink, and everything queued is late for everyone.
     fn upload_window(&self) -> u64 {
@@ -1986,7 +2109,7 @@ impl Engine {
             (0, m) | (m, 0) => m,
             (a, b) => a.min(b),
         };
-        (kbps as u64 * 1000 / 8 * 3 / 10).clamp(64 * 1024, 4 * self.cfg.send_window_bytes)
+        (kbps as u64 * 1000 / 8 * 15 / 100).clamp(64 * 1024, 4 * self.cfg.send_window_bytes)
     }
 
     /// Serve every peer with pending uploads, the most urgent first: the newest segment, then
@@ -2006,7 +2129,7 @@ impl Engine {
             return;
         }
         // Nothing can go out while the upload window is full; the next buffer report pumps.
-        let queued: u64 = self.peers.values().map(|q| q.buffered).sum();
+        let queued = self.buffered_total;
         if queued >= self.upload_window() {
             return;
         }
@@ -2046,7 +2169,7 @@ impl Engine {
     fn pump_peer_limited(&mut self, peer: PeerHandle, limit: usize) -> usize {
         let mut sent = 0;
         self.refill_tokens();
-        let total: u64 = self.peers.values().map(|q| q.buffered).sum();
+        let total = self.buffered_total;
         let global_free = self.upload_window().saturating_sub(total);
         let backlog_full =
             self.peers.get(&peer).is_some_and(|p| p.uploads.iter().any(|u| u.parked_until.is_some()))

@@ -34,7 +34,7 @@
 //!   at once and a peer whose upload is below the bitrate still relays a stripe. Requests flow
 //!   up the rendezvous order; a peer never waits on the asker itself for a chunk, so two peers
 //!   cannot wait on each other. Uploads are served in the order peers first asked for the
-//!   segment, and a peer with about a second of upload promised answers `Busy`.
+//!   segment, and a peer with half a second of upload promised answers `Busy`.
 //! - **Cut-through.** A peer relays each 16 kB chunk as soon as it has verified it against the
 //!   origin-signed entry, so a hop costs about one chunk time, not a segment time.
 //! - **Deadlines.** Each segment's deadline is when the player's buffer runs dry. The engine

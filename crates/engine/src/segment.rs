@@ -320,6 +320,53 @@ impl Segment {
         None
     }
 
+    /// End of the run of uncovered chunks starting at `first`, bridging covered gaps of up to
+    /// two chunks (cheaper to fetch again than a request of their own).
+    pub fn uncovered_run_end(&self, first: u32, to: u32) -> u32 {
+        let mut end = first + 1;
+        loop {
+            while end < to && !self.covered(end) {
+                end += 1;
+            }
+            match self.next_uncovered(end, to) {
+                Some(next) if next <= end + 2 => end = next + 1,
+                _ => return end,
+            }
+        }
+    }
+
+    /// Runs of chunks not held (as `missing_run_end` bridges them); 0 while the entry is unknown.
+    pub fn missing_runs(&self) -> u64 {
+        let n = self.chunks.len() as u32;
+        let mut runs = 0;
+        let mut c = self.prefix as u32;
+        while let Some(f) = self.next_missing(c, n) {
+            runs += 1;
+            c = self.missing_run_end(f, n);
+        }
+        runs
+    }
+
+    /// First chunk in `[from, to)` not held.
+    pub fn next_missing(&self, from: u32, to: u32) -> Option<u32> {
+        (from..to).find(|&c| !self.has_chunk(c as usize))
+    }
+
+    /// End of the run of chunks not held starting at `first`, bridging gaps of up to two held
+    /// chunks.
+    pub fn missing_run_end(&self, first: u32, to: u32) -> u32 {
+        let mut end = first + 1;
+        loop {
+            while end < to && !self.has_chunk(end as usize) {
+                end += 1;
+            }
+            match self.next_missing(end, to) {
+                Some(next) if next <= end + 2 => end = next + 1,
+                _ => return end,
+            }
+        }
+    }
+
     /// Chunk `idx` is held or already asked for.
     pub fn covered(&self, idx: u32) -> bool {
         self.has_chunk(idx as usize) || self.dls.iter().any(|d| d.next <= idx && idx < d.end)
@@ -359,5 +406,35 @@ mod tests {
         assert!(p.is_empty());
         let whole: Vec<u8> = p.to_vec().concat();
         assert!(whole.is_empty());
+    }
+
+    #[test]
+    fn a_cdn_run_stops_at_chunks_already_here_or_coming() {
+        let mut seg = Segment::new((0, 1), 0);
+        seg.chunks = vec![None; 20];
+        for c in [5, 6, 7, 12] {
+            seg.chunks[c] = Some(Bytes::from_static(b"x"));
+        }
+        // Three chunks held: the run ends before them.
+        assert_eq!(seg.uncovered_run_end(0, 20), 5);
+        assert_eq!(seg.missing_run_end(0, 20), 5);
+        // One held chunk is cheaper to fetch again than a request of its own: bridged.
+        assert_eq!(seg.uncovered_run_end(8, 20), 20);
+        assert_eq!(seg.missing_run_end(8, 20), 20);
+        assert_eq!(seg.next_missing(5, 20), Some(8));
+        assert_eq!(seg.missing_runs(), 2);
+        // Chunks a peer is bringing count as covered (not as missing).
+        seg.dls.push(PeerDownload {
+            peer: 1,
+            req_id: 1,
+            requested_at: 0,
+            last_progress: 0,
+            got_any: true,
+            uphill: false,
+            next: 15,
+            end: 18,
+        });
+        assert_eq!(seg.uncovered_run_end(8, 20), 15);
+        assert_eq!(seg.missing_run_end(8, 20), 20);
     }
 }
