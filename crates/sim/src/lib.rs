@@ -31,6 +31,7 @@ pub mod net;
 pub mod origin;
 pub mod player;
 pub mod queue;
+pub mod recv;
 pub mod report;
 pub mod rng;
 pub mod scenario;

@@ -86,6 +86,12 @@ impl<E> EventQueue<E> {
         }
     }
 
+    /// The event that pops next if it falls in the millisecond being drained (a hint for
+    /// prefetching: an event pushed before then may still come first).
+    pub fn peek_current(&self) -> Option<&E> {
+        self.current.peek().map(|i| &i.ev)
+    }
+
     /// The earliest event, if it is due at or before `until`.
     pub fn pop_until(&mut self, until: u64) -> Option<(u64, E)> {
         loop {
