@@ -15,7 +15,7 @@ use anyhow::{anyhow, Context, Result};
 use serde::Deserialize;
 use shoal_testkit::browser::{PlayConfig, ServeDir, ViewerReport};
 
-use shoal_testkit::{workspace_root, Netns, Proc, TestDir, VETH_ADDR};
+use shoal_testkit::{workspace_root, Netns, Proc, SyntheticOrigin, TestDir, VETH_ADDR};
 
 /// Chromium refuses a page served by interception (its address space is unknown, so
 /// "public") to fetch loopback servers of another origin unless Local Network Access checks
@@ -51,21 +51,8 @@ pub fn shoal_bin() -> &'static str {
 
 /// `shoal origin --synthetic` and `shoal serve` in `ns`, both ready.
 pub fn start_stack(ns: &Netns, dir: &TestDir, ladder: &str) -> Result<Stack> {
-    let mut origin = Proc::builder("origin", shoal_bin())
-        .args(["origin", "--listen", "127.0.0.1:0", "--synthetic", "--ladder", ladder])
-        .netns(ns)
-        .log_dir(dir.path())
-        .spawn()?;
-    let key_line = origin.wait_for_line(|l| l.starts_with("SHOAL_ORIGIN_KEY "), Duration::from_secs(30))?;
-    let origin_key = key_line
-        .split_whitespace()
-        .nth(1)
-        .ok_or_else(|| anyhow!("origin key line without a key: {key_line:?}"))?
-        .to_string();
-    let ready = origin.wait_ready("ORIGIN", Duration::from_secs(60))?;
-    let master =
-        ready.fields.get(1).cloned().unwrap_or_else(|| format!("{}/live/demo/master.m3u8", ready.url));
-    let origin_url = ready.url.clone();
+    let SyntheticOrigin { proc: origin, key: origin_key, url: origin_url, master } =
+        SyntheticOrigin::start(shoal_bin(), dir.path(), Some(ns), "127.0.0.1:0", ladder)?;
 
     let mut serve = Proc::builder("serve", shoal_bin())
         .env("SHOAL_API_HOLDBACK_PERCENT", "0") // every viewer in the swarm: no control group

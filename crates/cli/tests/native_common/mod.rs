@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
-use shoal_testkit::{Netns, Proc};
+use anyhow::{Context, Result};
+use shoal_testkit::{Netns, Proc, SyntheticOrigin};
 
 pub const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 
@@ -23,19 +23,8 @@ pub struct Stack {
 /// Origin and servers bound to `ip` (inside `ns` if given). One light rendition keeps the
 /// synthetic encoder's share of the two cores small.
 pub fn start_stack(dir: &std::path::Path, ns: Option<&Netns>, ip: &str, ladder: &str) -> Result<Stack> {
-    let mut b = Proc::builder("origin", SHOAL)
-        .args(["origin", "--synthetic", "--listen", &format!("{ip}:0"), "--ladder", ladder])
-        .log_dir(dir);
-    if let Some(ns) = ns {
-        b = b.netns(ns);
-    }
-    let mut origin = b.spawn()?;
-    let key_line = origin.wait_for_line(|l| l.starts_with("SHOAL_ORIGIN_KEY "), Duration::from_secs(60))?;
-    let origin_key =
-        key_line.split_whitespace().nth(1).ok_or_else(|| anyhow!("no key in {key_line:?}"))?.to_owned();
-    let ready = origin.wait_ready("ORIGIN", Duration::from_secs(60))?;
-    let base = ready.url.trim_end_matches('/').to_owned();
-    let master = ready.fields.get(1).cloned().context("origin READY line without the master URL")?;
+    let SyntheticOrigin { proc: origin, key: origin_key, url: base, master } =
+        SyntheticOrigin::start(SHOAL, dir, ns, &format!("{ip}:0"), ladder)?;
     let mut b = Proc::builder("serve", SHOAL)
         .env("SHOAL_API_HOLDBACK_PERCENT", "0") // every viewer in the swarm: no control group
         .args(["serve", "--listen", &format!("{ip}:0"), "--stun-listen", &format!("{ip}:0")])
