@@ -661,10 +661,14 @@ impl Engine {
     /// CDN fetches run at under three times the stream's rate: a fetch for the player shares
     /// the downlink with everything else arriving, with little room to spare.
     fn downlink_tight(&self, key: SegKey) -> bool {
-        let dur =
-            self.segments.get(&key).map_or(2_000, |s| if s.duration_ms > 0 { s.duration_ms } else { 2_000 });
-        let stream_rate = self.estimated_size(key) as f64 / dur as f64; // bytes per ms
-        self.cdn.rate.samples() > 0 && self.cdn.rate.get() < 3.0 * stream_rate
+        self.cdn.rate.samples() > 0 && self.cdn.rate.get() < 3.0 * self.stream_rate(key.0)
+    }
+
+    /// The rendition's declared bitrate in bytes per millisecond (3 Mbit/s while unknown, as
+    /// `estimated_size` assumes).
+    fn stream_rate(&self, r: u16) -> f64 {
+        let bw = self.rends[r as usize].bandwidth_bps;
+        (if bw > 0 { bw } else { 3_000_000 }) as f64 / 8_000.0
     }
 
     /// Bytes other segments' peer downloads may still have queued towards this client (at most

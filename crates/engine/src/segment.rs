@@ -323,16 +323,7 @@ impl Segment {
     /// End of the run of uncovered chunks starting at `first`, bridging covered gaps of up to
     /// two chunks (cheaper to fetch again than a request of their own).
     pub fn uncovered_run_end(&self, first: u32, to: u32) -> u32 {
-        let mut end = first + 1;
-        loop {
-            while end < to && !self.covered(end) {
-                end += 1;
-            }
-            match self.next_uncovered(end, to) {
-                Some(next) if next <= end + 2 => end = next + 1,
-                _ => return end,
-            }
-        }
+        run_end(first, to, |c| !self.covered(c))
     }
 
     /// Runs of chunks not held (as `missing_run_end` bridges them); 0 while the entry is unknown.
@@ -355,16 +346,7 @@ impl Segment {
     /// End of the run of chunks not held starting at `first`, bridging gaps of up to two held
     /// chunks.
     pub fn missing_run_end(&self, first: u32, to: u32) -> u32 {
-        let mut end = first + 1;
-        loop {
-            while end < to && !self.has_chunk(end as usize) {
-                end += 1;
-            }
-            match self.next_missing(end, to) {
-                Some(next) if next <= end + 2 => end = next + 1,
-                _ => return end,
-            }
-        }
+        run_end(first, to, |c| !self.has_chunk(c as usize))
     }
 
     /// Chunk `idx` is held or already asked for.
@@ -379,6 +361,21 @@ impl Segment {
 
     pub fn skipping(&self, peer: PeerHandle, now: Millis) -> bool {
         self.skip_peers.iter().any(|&(p, until)| p == peer && until > now)
+    }
+}
+
+/// End of the run of `hole` chunks starting at `first` (itself a hole), up to `to`, bridging
+/// gaps of up to two non-hole chunks between holes.
+fn run_end(first: u32, to: u32, hole: impl Fn(u32) -> bool) -> u32 {
+    let mut end = first + 1;
+    loop {
+        while end < to && hole(end) {
+            end += 1;
+        }
+        match (end..to).find(|&c| hole(c)) {
+            Some(next) if next <= end + 2 => end = next + 1,
+            _ => return end,
+        }
     }
 }
 
