@@ -34,7 +34,7 @@ fn render(msg: &ServerMsg) -> String {
     serde_json::to_string(msg).expect("tracker messages are plain data and always serialize")
 }
 
-fn error_frame(code: ErrorCode, reason: &str, fatal: bool) -> String {
+pub(crate) fn error_frame(code: ErrorCode, reason: &str, fatal: bool) -> String {
     render(&ServerMsg::Error(ErrorMsg { code, reason: reason.to_owned(), fatal }))
 }
 

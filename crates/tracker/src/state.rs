@@ -312,7 +312,11 @@ impl State {
                 self.counters.expired(expired);
             }
             for via in closing.drain(..) {
-                let msg = Outbound::Close { code: ErrorCode::Timeout, text: None };
+                // The same goodbye as the connection's own idle timer (which of the two fires
+                // first is a race): the error frame, then the close.
+                let text =
+                    crate::shoal_ws::error_frame(ErrorCode::Timeout, "no message within the timeout", true);
+                let msg = Outbound::Close { code: ErrorCode::Timeout, text: Some(text) };
                 via.deliver(msg, &self.counters);
             }
             for (swarm, peer) in left.drain(..) {
